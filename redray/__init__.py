@@ -1,0 +1,56 @@
+"""redray: Ray Core's remote tasks and objects, rebuilt on Redis.
+
+``import redray as ray`` and a Ray task program runs unchanged::
+
+    import redray as ray
+
+    @ray.remote
+    def add(x, y):
+        return x + y
+
+    print(ray.get(add.remote(1, 2)))
+"""
+
+from . import exceptions
+from .api import (
+    available_resources,
+    cancel,
+    cluster_resources,
+    get,
+    get_gpu_ids,
+    get_runtime_context,
+    init,
+    is_initialized,
+    method,
+    nodes,
+    put,
+    remote,
+    shutdown,
+    wait,
+)
+from .object_ref import ObjectRef
+from .remote_function import RemoteFunction
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef",
+    "RemoteFunction",
+    "Settings",
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "method",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]

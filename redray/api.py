@@ -1,0 +1,521 @@
+"""The module-level API: ``init``, ``remote``, ``get``, ``wait``, ``put``, ...
+
+Names, arguments and behaviour follow Ray's; ``import redray as ray`` keeps a
+Ray program working.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+import redis
+
+from . import ids
+from .constants import ADDRESS_FILE_NAME, Keys
+from .context import RuntimeContext
+from .object_ref import ObjectRef
+from .remote_function import RemoteFunction
+from .resources import from_units
+from .runtime import Runtime, connection_error
+from .serialization import Serializer
+from .server import ServerProcess, start_server
+from .settings import Settings
+
+R = TypeVar("R")
+
+#: init() keywords Ray accepts that have no effect here.
+_IGNORED_INIT_OPTIONS = frozenset(
+    {
+        "include_dashboard",
+        "dashboard_host",
+        "dashboard_port",
+        "configure_logging",
+        "logging_level",
+        "logging_format",
+        "log_to_driver",
+        "object_store_memory",
+        "local_mode",
+        "job_config",
+        "_temp_dir",
+        "_system_config",
+        "_enable_object_reconstruction",
+        "_plasma_directory",
+        "_node_ip_address",
+        "_metrics_export_port",
+        "object_spilling_directory",
+        "_memory",
+        "labels",
+        "enable_resource_isolation",
+    }
+)
+
+
+class _Global:
+    """What this process's ``init`` set up."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.runtime: Runtime | None = None
+        self.server: ServerProcess | None = None
+        self.node_process: subprocess.Popen[bytes] | None = None
+        self.node_id: str | None = None
+        self.is_driver = False
+
+
+_global = _Global()
+
+
+def current_runtime(required: bool = True, auto_init: bool = False) -> Runtime:
+    rt = _global.runtime
+    if rt is None:
+        if auto_init:
+            init()
+            rt = _global.runtime
+        if rt is None and required:
+            raise RuntimeError(
+                "redray is not initialized: call redray.init() first (or use a remote function, "
+                "which starts a local cluster)."
+            )
+    return rt  # type: ignore[return-value]
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Install the runtime of an executor process."""
+    _global.runtime = runtime
+
+
+def is_initialized() -> bool:
+    """True once ``init`` has run in this process (and ``shutdown`` has not)."""
+    return _global.runtime is not None
+
+
+def address_file() -> Path:
+    return Path(tempfile.gettempdir()) / "redray" / ADDRESS_FILE_NAME
+
+
+def _resolve_address(address: str | None) -> str | None:
+    if address in (None, "", "local"):
+        if address is None:
+            env = os.environ.get("REDRAY_ADDRESS")
+            if env:
+                return env if env != "auto" else _resolve_address("auto")
+        return None
+    if address == "auto":
+        env = os.environ.get("REDRAY_ADDRESS")
+        if env and env != "auto":
+            return env
+        path = address_file()
+        if path.exists():
+            text = path.read_text().strip()
+            if text:
+                return text
+        raise ConnectionError(
+            "Could not find a running redray cluster: REDRAY_ADDRESS is unset and "
+            f"{path} does not exist. Start one with `redray start --head`."
+        )
+    return address
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    runtime_env: dict[str, Any] | None = None,
+    serializer: Serializer | None = None,
+    _redis_server: str | None = None,
+    _node_startup_timeout: float = 30.0,
+    **kwargs: Any,
+) -> RuntimeContext:
+    """Connect to a cluster, or start a private one on this machine.
+
+    With no ``address`` (and no ``REDRAY_ADDRESS``), starts a Redis-compatible
+    server on a free loopback port and a worker node with ``num_cpus``,
+    ``num_gpus`` and ``resources``. ``address="auto"`` finds the cluster that
+    ``redray start`` started; ``address="redis://host:port/db"`` connects to it.
+    """
+    unknown = sorted(set(kwargs) - _IGNORED_INIT_OPTIONS)
+    if unknown:
+        raise TypeError(f"init() got an unexpected keyword argument {unknown[0]!r}")
+    with _global.lock:
+        if _global.runtime is not None:
+            if ignore_reinit_error:
+                return RuntimeContext(_global.runtime)
+            raise RuntimeError(
+                "Maybe you called redray.init twice by accident? This error can be suppressed "
+                "by passing in 'ignore_reinit_error=True' or by calling 'redray.shutdown()' "
+                "prior to 'redray.init()'."
+            )
+        resolved = _resolve_address(address)
+        if resolved is not None and (num_cpus is not None or num_gpus is not None or resources):
+            raise ValueError(
+                "When connecting to an existing cluster, num_cpus, num_gpus and resources "
+                "must not be provided: they belong to the nodes (`redray worker --num-cpus`)."
+            )
+        try:
+            if resolved is None:
+                settings = _start_local(num_cpus, num_gpus, resources, _redis_server, _node_startup_timeout)
+            else:
+                settings = Settings.from_url(resolved)
+            _global.runtime = _connect(settings, namespace, serializer)
+        except BaseException:
+            _teardown_local()
+            raise
+        _global.is_driver = True
+        return RuntimeContext(_global.runtime)
+
+
+def _connect(settings: Settings, namespace: str | None, serializer: Serializer | None) -> Runtime:
+    keys = Keys(settings.prefix)
+    client = settings.client()
+    try:
+        client.ping()
+        number = int(client.incr(keys.job_counter))
+    except redis.ConnectionError as exc:
+        raise connection_error(settings, exc) from exc
+    finally:
+        client.close()
+    job_id = f"{number:08x}"
+    worker_id = "driver-" + ids.random_id(8)
+    runtime = Runtime(
+        settings,
+        job_id,
+        worker_id,
+        namespace=namespace if namespace is not None else ids.random_id(8),
+        serializer=serializer,
+        node_id=_global.node_id,
+    )
+    info = {
+        "job_id": job_id,
+        "driver_pid": os.getpid(),
+        "driver_host": socket.gethostname(),
+        "worker_id": worker_id,
+        "namespace": runtime.namespace,
+        "started": time.time(),
+        "entrypoint": " ".join(sys.argv),
+    }
+    with runtime.client.pipeline(transaction=False) as pipe:
+        pipe.hset(keys.jobs, job_id, json.dumps(info))
+        pipe.sadd(keys.job_keys(job_id), keys.inbox(worker_id))
+        pipe.execute()
+    return runtime
+
+
+def _start_local(
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    binary: str | None,
+    timeout: float,
+) -> Settings:
+    binary = binary or os.environ.get("REDRAY_REDIS_SERVER") or None
+    server = start_server(binary=binary)
+    _global.server = server
+    settings = Settings(host=server.host, port=server.port)
+    node_id = ids.random_id(14)
+    config = {
+        "address": settings.to_url(),
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "resources": resources or {},
+        "node_id": node_id,
+    }
+    env = dict(os.environ)
+    # Executors import the driver's modules by name, as Ray's local workers do.
+    paths = [p for p in sys.path if p] + [os.getcwd()]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    _global.node_process = subprocess.Popen(
+        [sys.executable, "-m", "redray.workers.node", json.dumps(config)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _global.node_id = node_id
+    client = settings.client(blocking=True)
+    try:
+        deadline = time.monotonic() + timeout
+        key = Keys(settings.prefix).node_ready(node_id)
+        while time.monotonic() < deadline:
+            if client.blpop([key], timeout=0.5) is not None:
+                client.delete(key)
+                return settings
+            if _global.node_process.poll() is not None:
+                raise RuntimeError(
+                    f"The local worker node exited with code {_global.node_process.returncode}."
+                )
+        raise RuntimeError(f"The local worker node did not start within {timeout} s.")
+    finally:
+        client.close()
+
+
+def _teardown_local() -> None:
+    node = _global.node_process
+    if node is not None:
+        if node.poll() is None:
+            node.terminate()
+            try:
+                node.wait(15)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait(5)
+        _global.node_process = None
+    _global.node_id = None
+    if _global.server is not None:
+        _global.server.stop()
+        _global.server = None
+
+
+def shutdown() -> None:
+    """Disconnect; delete this job's tasks and objects; stop what ``init`` started."""
+    with _global.lock:
+        runtime = _global.runtime
+        if runtime is None:
+            _teardown_local()
+            return
+        _global.runtime = None
+        if not _global.is_driver:
+            return
+        try:
+            try:
+                runtime.flush()
+            except Exception:  # noqa: BLE001 - cleanup goes on
+                pass
+            if _global.node_process is not None and _global.node_process.poll() is None:
+                _global.node_process.terminate()
+                try:
+                    _global.node_process.wait(15)
+                except subprocess.TimeoutExpired:
+                    _global.node_process.kill()
+                    _global.node_process.wait(5)
+            try:
+                runtime.cleanup_job(runtime.job_id)
+            except redis.RedisError:
+                pass
+        finally:
+            runtime._closed = True
+            try:
+                runtime.close()
+            except Exception:  # noqa: BLE001
+                pass
+            _teardown_local()
+            _global.is_driver = False
+
+
+atexit.register(shutdown)
+
+
+# -- remote ------------------------------------------------------------------------------
+def remote(*args: Any, **kwargs: Any) -> Any:
+    """Make a function a remote function: ``@remote`` or ``@remote(num_cpus=2)``."""
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError(
+            "The @remote decorator takes either a function or keyword options, e.g. "
+            "@redray.remote(num_cpus=2)."
+        )
+
+    def decorator(fn: Any) -> Any:
+        return _make_remote(fn, kwargs)
+
+    return decorator
+
+
+def _make_remote(target: Any, options: dict[str, Any]) -> Any:
+    if isinstance(target, type):
+        raise TypeError(
+            f"@remote on a class ({target.__name__}) makes an actor, which this version of "
+            "redray does not support yet; use remote functions."
+        )
+    if not callable(target):
+        raise TypeError(f"@remote needs a function or a class, got {target!r}.")
+    return RemoteFunction(target, options)
+
+
+def method(*, num_returns: int | None = None, **options: Any) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Annotate an actor method with options, e.g. ``@redray.method(num_returns=2)``."""
+    if num_returns is not None:
+        options["num_returns"] = num_returns
+
+    def decorator(fn: Callable[..., R]) -> Callable[..., R]:
+        fn.__redray_method_options__ = dict(options)  # type: ignore[attr-defined]
+        return fn
+
+    return decorator
+
+
+# -- objects -----------------------------------------------------------------------------
+def put(value: Any, *, _owner: Any = None) -> ObjectRef[Any]:
+    """Store a value in the cluster; returns its ObjectRef."""
+    return current_runtime(auto_init=True).put(value)
+
+
+def _check_refs(refs: Any, what: str) -> None:
+    if not isinstance(refs, ObjectRef):
+        raise TypeError(f"{what} expects ObjectRefs, got {type(refs).__name__}: {refs!r}")
+
+
+@overload
+def get(object_refs: ObjectRef[R], *, timeout: float | None = None) -> R: ...
+
+
+@overload
+def get(object_refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list[Any]: ...
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """The value(s) of ObjectRef(s), waiting up to ``timeout`` seconds.
+
+    Raises ``GetTimeoutError`` when time runs out and the task's own error
+    (as a ``RayTaskError`` subclass of the original class) when it failed.
+    """
+    runtime = current_runtime()
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+    if isinstance(object_refs, ObjectRef):
+        return runtime.get_values([object_refs._id], timeout)[0]
+    if not isinstance(object_refs, (list, tuple)):
+        raise ValueError(
+            f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
+            f"got {type(object_refs).__name__}."
+        )
+    for ref in object_refs:
+        if not isinstance(ref, ObjectRef):
+            raise ValueError(
+                f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
+                f"but the list holds {type(ref).__name__}: {ref!r}"
+            )
+    if not object_refs:
+        return []
+    return runtime.get_values([r._id for r in object_refs], timeout)
+
+
+def wait(
+    object_refs: list[ObjectRef[Any]],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    """Split refs into (ready, not ready) once ``num_returns`` are ready or time is up."""
+    runtime = current_runtime()
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, list):
+        raise TypeError(
+            f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}"
+        )
+    for ref in object_refs:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"wait() expected a list of ObjectRef, got an element {ref!r}")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"Invalid timeout {timeout}: it must be None or >= 0.")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns!r}: it must be >= 1.")
+    if num_returns > len(object_refs):
+        raise ValueError("num_returns cannot be greater than the number of objects provided.")
+    if len({r._id for r in object_refs}) != len(object_refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if not object_refs:
+        return [], []
+    ready_idx, rest_idx = runtime.wait([r._id for r in object_refs], num_returns, timeout)
+    return [object_refs[i] for i in ready_idx], [object_refs[i] for i in rest_idx]
+
+
+def cancel(object_ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that produces ``object_ref``; ``get`` then raises TaskCancelledError.
+
+    A task that has not started is removed and never runs. A running task keeps
+    running (running-task cancellation comes with the fault-tolerance work).
+    """
+    _check_refs(object_ref, "cancel()")
+    current_runtime().cancel(object_ref._id)
+
+
+# -- cluster state -------------------------------------------------------------------------
+def _nodes_raw(runtime: Runtime) -> list[dict[str, Any]]:
+    out = []
+    for raw in runtime.client.hvals(runtime.keys.nodes):
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            continue
+    return out
+
+
+def _units_to_resources(totals: dict[str, Any]) -> dict[str, float]:
+    return {k: from_units(int(v)) for k, v in totals.items()}
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of all live nodes."""
+    runtime = current_runtime()
+    total: dict[str, int] = {}
+    for info in _nodes_raw(runtime):
+        for k, v in info.get("totals", {}).items():
+            total[k] = total.get(k, 0) + int(v)
+    return _units_to_resources(total)
+
+
+def available_resources() -> dict[str, float]:
+    """Resources free right now, summed over live nodes (zeros left out)."""
+    runtime = current_runtime()
+    nodes = _nodes_raw(runtime)
+    with runtime.client.pipeline(transaction=False) as pipe:
+        for info in nodes:
+            pipe.hgetall(runtime.keys.node_avail(info["node_id"]))
+        replies = pipe.execute()
+    total: dict[str, int] = {}
+    for reply in replies:
+        for k, v in reply.items():
+            total[k.decode()] = total.get(k.decode(), 0) + int(v)
+    return {k: v for k, v in _units_to_resources(total).items() if v > 0}
+
+
+def nodes() -> list[dict[str, Any]]:
+    """One dict per node, with Ray's field names."""
+    runtime = current_runtime()
+    beats = dict(runtime.client.zrange(runtime.keys.heartbeats, 0, -1, withscores=True))
+    out = []
+    for info in _nodes_raw(runtime):
+        nid = info["node_id"]
+        out.append(
+            {
+                "NodeID": nid,
+                "Alive": True,
+                "NodeManagerAddress": info.get("ip", ""),
+                "NodeManagerHostname": info.get("hostname", ""),
+                "NodeName": info.get("ip", ""),
+                "Resources": _units_to_resources(info.get("totals", {})),
+                "GPUIds": info.get("gpu_ids", []),
+                "Pid": info.get("pid"),
+                "LastHeartbeat": beats.get(nid.encode()),
+            }
+        )
+    return out
+
+
+def get_runtime_context() -> RuntimeContext:
+    """Ids of the current job, task, node and worker, and the task's resources."""
+    return RuntimeContext(current_runtime())
+
+
+def get_gpu_ids() -> list[int] | list[str]:
+    """The GPU ids reserved for the current task (empty in a driver)."""
+    ids_ = get_runtime_context().get_accelerator_ids()["GPU"]
+    try:
+        return [int(i) for i in ids_]
+    except ValueError:
+        return list(ids_)

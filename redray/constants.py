@@ -1,0 +1,152 @@
+"""Every Redis key and channel redray uses, built in one place.
+
+All keys of one cluster share the hash tag ``{<prefix>}`` so that every Lua call,
+which may touch task, node and object keys together, stays inside one Redis
+Cluster slot. ``docs/architecture.md`` documents each key: type, writer, reader
+and when it is deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "redray"
+
+#: Resource quantities are stored as integers in units of 1e-4 (Ray's precision).
+RESOURCE_UNIT = 10_000
+
+#: Values up to this size are inlined in task specs and result notifications.
+INLINE_LIMIT = 100 * 1024
+
+#: Largest single Redis value redray writes; bigger buffers are split into pieces.
+PIECE_LIMIT = 256 * 1024 * 1024
+
+#: Where ``redray start`` records the address of the cluster it started.
+ADDRESS_FILE_NAME = "redray_current_cluster"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one cluster, identified by its prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.prefix + "}"
+
+    # -- scheduling: fixed keys ------------------------------------------------
+    @property
+    def task_spec(self) -> str:
+        """HASH task id -> serialized task spec, while the task is unfinished."""
+        return f"{self.tag}:task:spec"
+
+    @property
+    def task_state(self) -> str:
+        """HASH task id -> 'W<shape>' waiting, 'Q<member>' queued, 'R<node> <worker>' running."""
+        return f"{self.tag}:task:state"
+
+    @property
+    def deps_left(self) -> str:
+        """HASH task id -> number of arguments not yet produced."""
+        return f"{self.tag}:task:deps"
+
+    @property
+    def ready(self) -> str:
+        """ZSET of ready tasks, members '<shape>|<seq>|<task id>', all score 0."""
+        return f"{self.tag}:ready"
+
+    @property
+    def retries(self) -> str:
+        """HASH task id -> times the task was re-queued after losing its executor."""
+        return f"{self.tag}:task:retries"
+
+    @property
+    def seq(self) -> str:
+        """STRING counter ordering ready tasks first-in first-out."""
+        return f"{self.tag}:seq"
+
+    @property
+    def shapes(self) -> str:
+        """HASH resource shape -> 1, every shape ever submitted."""
+        return f"{self.tag}:shapes"
+
+    @property
+    def nodes(self) -> str:
+        """HASH node id -> JSON node info (address, totals, pid)."""
+        return f"{self.tag}:nodes"
+
+    @property
+    def heartbeats(self) -> str:
+        """ZSET node id -> last heartbeat (unix seconds)."""
+        return f"{self.tag}:heartbeats"
+
+    @property
+    def jobs(self) -> str:
+        """HASH job id -> JSON job info, while the job's driver is connected."""
+        return f"{self.tag}:jobs"
+
+    @property
+    def job_counter(self) -> str:
+        """STRING counter that numbers jobs."""
+        return f"{self.tag}:jobcounter"
+
+    # -- per node ----------------------------------------------------------------
+    def node_avail(self, node_id: str) -> str:
+        """HASH resource -> available units on one node."""
+        return f"{self.tag}:node:{node_id}:avail"
+
+    def node_gpus(self, node_id: str) -> str:
+        """HASH GPU index -> available units of that device."""
+        return f"{self.tag}:node:{node_id}:gpus"
+
+    def node_running(self, node_id: str) -> str:
+        """HASH task id -> reservation string, the tasks a node is running."""
+        return f"{self.tag}:node:{node_id}:running"
+
+    def node_ready(self, node_id: str) -> str:
+        """LIST pushed once by a node agent when its executors may claim work."""
+        return f"{self.tag}:node:{node_id}:up"
+
+    # -- per job -----------------------------------------------------------------
+    def job_keys(self, job_id: str) -> str:
+        """SET of every object/function/list key the job created, for cleanup."""
+        return f"{self.tag}:job:{job_id}:keys"
+
+    def job_tasks(self, job_id: str) -> str:
+        """SET of the job's unfinished task ids, for cleanup."""
+        return f"{self.tag}:job:{job_id}:tasks"
+
+    def function(self, job_id: str, digest: str) -> str:
+        """STRING cloudpickled function, named by its content hash."""
+        return f"{self.tag}:fn:{job_id}:{digest}"
+
+    # -- per object --------------------------------------------------------------
+    def obj(self, object_id: str) -> str:
+        """HASH the object's payload; its existence means the object is ready."""
+        return f"{self.tag}:obj:{object_id}"
+
+    def staged(self, object_id: str, attempt: str) -> str:
+        """HASH a large result written before its publish decides to keep it."""
+        return f"{self.tag}:obj:{object_id}:s{attempt}"
+
+    def waiters(self, object_id: str) -> str:
+        """SET task ids (and '@<worker>' borrowers) waiting for the object."""
+        return f"{self.tag}:wait:{object_id}"
+
+    def done(self, object_id: str) -> str:
+        """LIST one token per borrower subscribed when the object was produced."""
+        return f"{self.tag}:done:{object_id}"
+
+    # -- per worker process ------------------------------------------------------
+    def inbox(self, worker_id: str) -> str:
+        """LIST completion notices for the tasks a driver or executor submitted."""
+        return f"{self.tag}:inbox:{worker_id}"
+
+    # -- pub/sub channels (not keys) ----------------------------------------------
+    @property
+    def ready_channel(self) -> str:
+        return f"{self.tag}:ch:ready"
+
+    def node_channel(self, node_id: str) -> str:
+        return f"{self.tag}:ch:node:{node_id}"

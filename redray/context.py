@@ -1,0 +1,92 @@
+"""``get_runtime_context()``: who and where the calling code runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+
+@dataclass
+class TaskContext:
+    """What an executor knows about the task it is running."""
+
+    task_id: str
+    job_id: str
+    node_id: str
+    worker_id: str
+    resources: dict[str, float] = field(default_factory=dict)
+    gpu_ids: list[str] = field(default_factory=list)
+    function_name: str = ""
+
+
+class RuntimeContext:
+    """Ray's ``RuntimeContext``: ids of the current job, task, node and worker."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def _task(self) -> TaskContext | None:
+        task: TaskContext | None = getattr(self._runtime, "current_task", None)
+        return task
+
+    def get_job_id(self) -> str:
+        return self._runtime.job_id
+
+    @property
+    def job_id(self) -> str:
+        return self.get_job_id()
+
+    def get_task_id(self) -> str | None:
+        task = self._task
+        return task.task_id if task else None
+
+    @property
+    def task_id(self) -> str | None:
+        return self.get_task_id()
+
+    def get_task_name(self) -> str | None:
+        task = self._task
+        return task.function_name if task else None
+
+    def get_node_id(self) -> str:
+        return self._runtime.node_id or ""
+
+    @property
+    def node_id(self) -> str:
+        return self.get_node_id()
+
+    def get_worker_id(self) -> str:
+        return self._runtime.worker_id
+
+    def get_actor_id(self) -> str | None:
+        return None
+
+    @property
+    def namespace(self) -> str:
+        return self._runtime.namespace
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        task = self._task
+        return dict(task.resources) if task else {}
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        task = self._task
+        return {"GPU": list(task.gpu_ids) if task else []}
+
+    def is_canceled(self) -> bool:
+        return False
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        return False
+
+    @property
+    def gcs_address(self) -> str:
+        return self._runtime.settings.to_url()
+
+    def get(self) -> dict[str, Any]:
+        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "task_id": self.get_task_id()}

@@ -1,0 +1,89 @@
+"""``ObjectRef``: a future for a value that lives in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+R = TypeVar("R")
+
+
+class ObjectRef(Generic[R]):
+    """A reference to an object (a task's result or a ``put`` value).
+
+    Pass it to ``get`` for the value, to ``wait`` to learn when it is ready, or
+    to other tasks as an argument. The process that created it owns the value:
+    when its last ``ObjectRef`` is gone and no task still needs it, the value is
+    deleted from Redis.
+    """
+
+    __slots__ = ("_id", "_runtime", "__weakref__")
+
+    def __init__(self, object_id: str, runtime: Runtime | None = None) -> None:
+        self._id = object_id
+        self._runtime = runtime
+        if runtime is not None:
+            runtime.refs.add_local(object_id)
+
+    def hex(self) -> str:
+        return self._id
+
+    def binary(self) -> bytes:
+        return bytes.fromhex(self._id)
+
+    def task_id(self) -> str:
+        return self._id[:-4]
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id})"
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __del__(self) -> None:
+        runtime = self._runtime
+        if runtime is not None:
+            try:
+                runtime.refs.remove_local(self._id)
+            except Exception:  # interpreter shutdown: nothing left to free
+                pass
+
+    def __reduce__(self) -> Any:
+        # A ref that leaves this process inside a value (a nested argument, a
+        # result, a put) is pinned until its job ends: the receiver borrows it.
+        if self._runtime is not None:
+            self._runtime.refs.escape(self._id)
+        return (_rebuild, (self._id,))
+
+    def future(self) -> concurrent.futures.Future[R]:
+        """A ``concurrent.futures.Future`` that resolves to the value."""
+        fut: concurrent.futures.Future[R] = concurrent.futures.Future()
+
+        def run() -> None:
+            from . import api
+
+            try:
+                fut.set_result(api.get(self))
+            except BaseException as exc:  # noqa: BLE001 - delivered to the future
+                fut.set_exception(exc)
+
+        threading.Thread(target=run, daemon=True, name=f"redray-future-{self._id}").start()
+        return fut
+
+    def __await__(self) -> Any:
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _rebuild(object_id: str) -> ObjectRef[Any]:
+    from . import api
+
+    runtime = api.current_runtime(required=False)
+    return ObjectRef(object_id, runtime)

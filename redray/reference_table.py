@@ -1,0 +1,107 @@
+"""What one process knows about the objects it references.
+
+Counts the live ``ObjectRef`` instances per object id, remembers which objects
+this process owns (submitted the task or called ``put``), which are ready, and
+small values it already holds. When the last reference to an owned object is
+gone, the object is queued for deletion from Redis; an object whose reference
+left the process inside a value ("escaped") stays pinned until its job ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+#: (kind, frames) of a value held in process memory
+Held = tuple[bytes, list[Any]]
+
+
+class ReferenceTable:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.owned: set[str] = set()
+        self.escaped: set[str] = set()
+        #: owned objects known to exist in Redis
+        self.ready: set[str] = set()
+        #: small values held in memory, by object id
+        self.held: dict[str, Held] = {}
+        #: owned objects dropped before their task finished: free when ready
+        self.free_when_ready: set[str] = set()
+        #: object ids to delete from Redis at the next flush
+        self.to_free: list[str] = []
+
+    def add_local(self, oid: str) -> None:
+        with self._lock:
+            self.counts[oid] = self.counts.get(oid, 0) + 1
+
+    def remove_local(self, oid: str) -> None:
+        with self._lock:
+            n = self.counts.get(oid, 0) - 1
+            if n > 0:
+                self.counts[oid] = n
+                return
+            self.counts.pop(oid, None)
+            if oid not in self.owned:
+                self.held.pop(oid, None)
+                return
+            if oid in self.escaped:
+                return
+            self.owned.discard(oid)
+            self.held.pop(oid, None)
+            if oid in self.ready:
+                self.ready.discard(oid)
+                self.to_free.append(oid)
+            else:
+                self.free_when_ready.add(oid)
+
+    def escape(self, oid: str) -> None:
+        with self._lock:
+            if oid in self.owned:
+                self.escaped.add(oid)
+
+    def own(self, oids: Iterable[str], ready: bool = False) -> None:
+        with self._lock:
+            self.owned.update(oids)
+            if ready:
+                self.ready.update(oids)
+
+    def mark_ready(self, oid: str, held: Held | None) -> None:
+        """A completion notice arrived for an owned object."""
+        with self._lock:
+            if oid in self.free_when_ready:
+                self.free_when_ready.discard(oid)
+                self.to_free.append(oid)
+                return
+            if oid not in self.owned:
+                return
+            self.ready.add(oid)
+            if held is not None:
+                self.held[oid] = held
+
+    def hold(self, oid: str, held: Held) -> None:
+        with self._lock:
+            if oid in self.counts:
+                self.held[oid] = held
+
+    def is_ready(self, oid: str) -> bool:
+        return oid in self.ready or oid in self.held
+
+    def is_owned(self, oid: str) -> bool:
+        return oid in self.owned
+
+    def take_to_free(self) -> list[str]:
+        with self._lock:
+            out, self.to_free = self.to_free, []
+            return out
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.owned.clear()
+            self.escaped.clear()
+            self.ready.clear()
+            self.held.clear()
+            self.free_when_ready.clear()
+            self.to_free.clear()

@@ -1,0 +1,560 @@
+"""The per-process runtime: submit tasks, put, get and wait, against Redis.
+
+One ``Runtime`` lives in each driver and each executor process (Ray's "core
+worker"). Submissions are buffered and sent in batches by a flusher thread, so
+``f.remote()`` costs no round trip; ``get``/``wait`` flush first, then block on
+this process's inbox (a Redis list the producers push completion notices to)
+with BLPOP, never polling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cloudpickle
+import redis
+
+from . import ids
+from .constants import Keys
+from .exceptions import (
+    GetTimeoutError,
+    ObjectLostError,
+    RaySystemError,
+    RayTaskError,
+    TaskCancelledError,
+)
+from .object_ref import ObjectRef
+from .reference_table import Held, ReferenceTable
+from .resources import missing_resources, parse_shape
+from .scripts import ReturnValue, Scripts
+from .serialization import (
+    KIND_ERROR,
+    KIND_VALUE,
+    CloudpickleSerializer,
+    Serializer,
+    decode_record,
+    encode_record,
+    unpack,
+)
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Largest batch of tasks one submit.lua call registers.
+SUBMIT_BATCH = 2000
+#: Longest single BLPOP; waits are re-issued so a dead server is noticed.
+BLOCK_SLICE = 5.0
+
+
+def connection_error(settings: Settings, exc: BaseException) -> ConnectionError:
+    return ConnectionError(
+        f"Could not reach the redray Redis server at {settings.display}: {exc}. "
+        "Check that it is running (`redray start --head`) and that the address is right."
+    )
+
+
+class Runtime:
+    """Submits, stores and fetches on behalf of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        job_id: str,
+        worker_id: str,
+        *,
+        namespace: str = "",
+        serializer: Serializer | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.namespace = namespace
+        self.node_id = node_id
+        #: the task an executor is running (None in a driver)
+        self.current_task: Any = None
+        self.serializer: Serializer = serializer or CloudpickleSerializer()
+        self.client = settings.client()
+        self.blocking_client = settings.client(blocking=True)
+        self.scripts = Scripts(self.client, self.keys)
+        self.refs = ReferenceTable()
+        self.inbox = self.keys.inbox(worker_id)
+        #: task id -> ObjectRefs its arguments need alive until it finishes
+        self.in_flight: dict[str, list[ObjectRef[Any]]] = {}
+        #: function digest -> key, per job, already uploaded
+        self._functions: dict[tuple[str, int], tuple[str, str]] = {}
+        self._known_shapes: set[str] = set()
+        self._warned_shapes: set[str] = set()
+        #: executor hooks: give the task's CPU back while blocked, take it again
+        self.on_block: Callable[[], None] | None = None
+        self.on_unblock: Callable[[], None] | None = None
+        self._pending: list[tuple[str, str, bytes, tuple[str, ...]]] = []
+        self._pending_job: str = job_id
+        self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._flush_error: BaseException | None = None
+        self._wake = threading.Event()
+        self._closed = False
+        self._flusher = threading.Thread(target=self._flush_loop, name="redray-flush", daemon=True)
+        self._flusher.start()
+
+    # -- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._wake.set()
+            self._flusher.join(timeout=5)
+            self.refs.forget_all()
+            self.in_flight.clear()
+            self.client.close()
+            self.blocking_client.close()
+
+    # -- functions -------------------------------------------------------------------
+    def function_key(self, fn: Callable[..., Any], name: str) -> tuple[str, str]:
+        """Upload a function once per job; returns (key, digest)."""
+        cache_key = (self.job_id, id(fn))
+        known = self._functions.get(cache_key)
+        if known is not None:
+            return known
+        try:
+            blob = cloudpickle.dumps(fn, protocol=5)
+        except Exception as exc:
+            raise TypeError(
+                f"Could not serialize the function {name}: {exc!r}. A remote function must be "
+                "picklable by cloudpickle (no open files, locks or sockets in its closure)."
+            ) from exc
+        digest = hashlib.sha1(blob).hexdigest()
+        key = self.keys.function(self.job_id, digest)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(key, blob, nx=True)
+                pipe.sadd(self.keys.job_keys(self.job_id), key)
+                pipe.execute()
+        except redis.ConnectionError as exc:
+            raise connection_error(self.settings, exc) from exc
+        self._functions[cache_key] = (key, digest)
+        return key, digest
+
+    # -- submit ----------------------------------------------------------------------
+    def check_shape(self, shape: str, what: str) -> None:
+        """Register a new resource shape; warn once if no node can ever fit it."""
+        if shape in self._known_shapes:
+            return
+        self._known_shapes.add(shape)
+        try:
+            self.client.hset(self.keys.shapes, shape, 1)
+            totals = self.node_totals()
+        except redis.ConnectionError as exc:
+            raise connection_error(self.settings, exc) from exc
+        need = parse_shape(shape)
+        if totals and all(missing_resources(need, t) for t in totals) and shape not in self._warned_shapes:
+            self._warned_shapes.add(shape)
+            missing = sorted({m for t in totals for m in missing_resources(need, t)})
+            warnings.warn(
+                f"{what} asks for {_describe(need)}, which no node in the cluster has "
+                f"(missing: {', '.join(missing)}). It stays pending until a node that "
+                "offers these resources joins.",
+                stacklevel=4,
+            )
+
+    def node_totals(self) -> list[dict[str, int]]:
+        import json
+
+        out = []
+        for raw in self.client.hvals(self.keys.nodes):
+            try:
+                info = json.loads(raw)
+                out.append({k: int(v) for k, v in info["totals"].items()})
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def submit(
+        self,
+        task_id: str,
+        shape: str,
+        spec: bytes,
+        deps: tuple[str, ...],
+        holds: list[ObjectRef[Any]] | None,
+        returns: list[str],
+    ) -> None:
+        """Queue a task for the next batch; the flusher sends it."""
+        if self._flush_error is not None:
+            err, self._flush_error = self._flush_error, None
+            raise connection_error(self.settings, err)
+        self.refs.own(returns)
+        if holds:
+            self.in_flight[task_id] = holds
+        with self._pending_lock:
+            if self._pending and self._pending_job != self.job_id:
+                self._flush_locked_batch()
+            was_empty = not self._pending
+            self._pending.append((task_id, shape, spec, deps))
+            self._pending_job = self.job_id
+            full = len(self._pending) >= SUBMIT_BATCH
+        if full:
+            self.flush()
+        elif was_empty:
+            self._wake.set()
+
+    def _flush_locked_batch(self) -> None:
+        # Caller holds _pending_lock; a job switch (executors) sends what is queued.
+        batch, job = self._pending, self._pending_job
+        self._pending = []
+        self._send(job, batch)
+
+    def flush(self) -> None:
+        """Send buffered submissions and frees now."""
+        with self._flush_lock:
+            with self._pending_lock:
+                batch, job = self._pending, self._pending_job
+                self._pending = []
+            if batch:
+                self._send(job, batch)
+            self._free_now()
+        if self._flush_error is not None:
+            err, self._flush_error = self._flush_error, None
+            raise connection_error(self.settings, err)
+
+    def _send(self, job: str, batch: list[tuple[str, str, bytes, tuple[str, ...]]]) -> None:
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(batch), SUBMIT_BATCH):
+                    self.scripts.submit(job, batch[start : start + SUBMIT_BATCH], pipe=pipe)
+                pipe.execute()
+        except redis.RedisError as exc:
+            with self._pending_lock:
+                self._pending[:0] = batch
+            self._flush_error = exc
+            raise
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - re-raised to the caller of the next API call
+                time.sleep(0.05)
+
+    def _free_now(self) -> None:
+        oids = self.refs.take_to_free()
+        if not oids:
+            return
+        k = self.keys
+        job_keys = k.job_keys(self.job_id)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for oid in oids:
+                    pipe.unlink(k.obj(oid), k.done(oid))
+                for start in range(0, len(oids), 1000):
+                    part = oids[start : start + 1000]
+                    pipe.srem(job_keys, *[k.obj(o) for o in part], *[k.done(o) for o in part])
+                pipe.execute()
+        except redis.RedisError:
+            log.debug("could not free %d objects now; the job's cleanup will", len(oids))
+
+    # -- put ---------------------------------------------------------------------------
+    def put(self, value: Any) -> ObjectRef[Any]:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "Calling 'put' on an ObjectRef is not allowed. If you really want to do "
+                "this, wrap the ObjectRef in a list and call 'put' on it."
+            )
+        try:
+            frames = self.serializer.dumps(value)
+        except Exception as exc:
+            raise TypeError(f"Could not serialize the value passed to put(): {exc!r}") from exc
+        oid = ids.put_id()
+        self.store(oid, KIND_VALUE, frames)
+        self.refs.own([oid], ready=True)
+        ref: ObjectRef[Any] = ObjectRef(oid, self)
+        return ref
+
+    def store(self, oid: str, kind: bytes, frames: list[Any]) -> None:
+        fields = encode_record(kind, frames)
+        key = self.keys.obj(oid)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                if "d" in fields:
+                    pipe.hset(key, "d", fields["d"])
+                else:
+                    for name, piece in fields.items():
+                        pipe.hset(key, name, piece)  # type: ignore[arg-type]
+                pipe.sadd(self.keys.job_keys(self.job_id), key)
+                pipe.execute()
+        except redis.ConnectionError as exc:
+            raise connection_error(self.settings, exc) from exc
+        except redis.ResponseError as exc:
+            from .exceptions import ObjectStoreFullError
+
+            raise ObjectStoreFullError(f"Redis refused to store object {oid}: {exc}") from exc
+        if "d" in fields:
+            self.refs.held[oid] = (kind, frames)
+
+    # -- notices -----------------------------------------------------------------------
+    def _handle_notice(self, raw: bytes) -> None:
+        sep = raw.find(b"\0")
+        if sep < 1:
+            log.warning("ignoring malformed completion notice %r", raw[:64])
+            return
+        kind, ident = raw[:1], raw[1:sep].decode()
+        if kind == b"t":
+            self.in_flight.pop(ident, None)
+            return
+        data = raw[sep + 1 :]
+        held: Held | None = None
+        if data:
+            try:
+                held = (data[:1], list(unpack(memoryview(data)[1:])))
+            except ValueError:
+                held = None
+        self.refs.mark_ready(ident, held)
+        self.in_flight.pop(ident[:-4], None)
+
+    def drain_inbox(self) -> int:
+        """Apply every notice already waiting; returns how many."""
+        n = 0
+        while True:
+            batch = self.client.lpop(self.inbox, 1000)
+            if not batch:
+                return n
+            for raw in batch:
+                self._handle_notice(raw)
+            n += len(batch)
+            if len(batch) < 1000:
+                return n
+
+    # -- wait / get --------------------------------------------------------------------
+    def _wait_ready(
+        self, oids: Sequence[str], num_needed: int, timeout: float | None
+    ) -> set[str]:
+        """Block until ``num_needed`` of ``oids`` exist in Redis (or time runs out)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        self.flush()
+        ready = {o for o in oids if self.refs.is_ready(o)}
+        if len(ready) >= num_needed:
+            return ready
+        self.drain_inbox()
+        ready = {o for o in oids if self.refs.is_ready(o)}
+        borrowed = [o for o in dict.fromkeys(oids) if o not in ready and not self.refs.is_owned(o)]
+        subscribed: list[str] = []
+        if borrowed:
+            will_block = deadline is None or deadline > time.monotonic()
+            flags = self.scripts.subscribe(self.worker_id, borrowed, will_block)
+            for oid, ok in zip(borrowed, flags):
+                if ok:
+                    ready.add(oid)
+                elif will_block:
+                    subscribed.append(oid)
+        blocked = False
+        try:
+            while len(ready) < num_needed:
+                if deadline is None:
+                    slice_ = BLOCK_SLICE
+                else:
+                    slice_ = min(deadline - time.monotonic(), BLOCK_SLICE)
+                    if slice_ <= 0:
+                        break
+                if not blocked and self.on_block is not None:
+                    blocked = True
+                    self.on_block()
+                waiting_borrowed = [o for o in subscribed if o not in ready]
+                keys = [self.inbox, *[self.keys.done(o) for o in waiting_borrowed]]
+                reply = self.blocking_client.blpop(keys, timeout=max(slice_, 0.001))
+                if reply is None:
+                    if waiting_borrowed:
+                        # re-check: a producer may have finished before we subscribed
+                        flags = self.scripts.subscribe(self.worker_id, waiting_borrowed, False)
+                        ready.update(o for o, ok in zip(waiting_borrowed, flags) if ok)
+                    continue
+                key, value = reply
+                key = key.decode()
+                if key == self.inbox:
+                    self._handle_notice(value)
+                    self.drain_inbox()
+                else:
+                    ready.add(key[len(self.keys.done("")) :])
+                ready.update(o for o in oids if o not in ready and self.refs.is_ready(o))
+        except redis.ConnectionError as exc:
+            raise connection_error(self.settings, exc) from exc
+        finally:
+            if blocked and self.on_unblock is not None:
+                self.on_unblock()
+            left = [o for o in subscribed if o not in ready]
+            if left:
+                try:
+                    with self.client.pipeline(transaction=False) as pipe:
+                        for oid in left:
+                            pipe.srem(self.keys.waiters(oid), "@" + self.worker_id)
+                        pipe.execute()
+                except redis.RedisError:
+                    pass
+        return ready
+
+    def wait(
+        self, oids: Sequence[str], num_returns: int, timeout: float | None
+    ) -> tuple[list[int], list[int]]:
+        """Indexes of ready and not-ready objects, in input order."""
+        ready = self._wait_ready(oids, num_returns, timeout)
+        ready_idx: list[int] = []
+        rest: list[int] = []
+        for i, oid in enumerate(oids):
+            if oid in ready and len(ready_idx) < num_returns:
+                ready_idx.append(i)
+            else:
+                rest.append(i)
+        return ready_idx, rest
+
+    def get_values(self, oids: Sequence[str], timeout: float | None) -> list[Any]:
+        unique = list(dict.fromkeys(oids))
+        ready = self._wait_ready(unique, len(unique), timeout)
+        if len(ready) < len(unique):
+            missing = [o for o in unique if o not in ready]
+            raise GetTimeoutError(
+                f"Get timed out: {len(missing)} of {len(unique)} objects were not ready "
+                f"after {timeout} s (first: ObjectRef({missing[0]}))."
+            )
+        records = self._fetch(unique)
+        values: dict[str, Any] = {}
+        for oid in unique:
+            kind, frames = records[oid]
+            try:
+                value = self.serializer.loads(frames)
+            except Exception as exc:
+                raise RaySystemError(f"Could not deserialize object {oid}: {exc!r}") from exc
+            if kind == KIND_ERROR:
+                if isinstance(value, RayTaskError):
+                    raise value.as_instanceof_cause()
+                if isinstance(value, BaseException):
+                    raise value
+            values[oid] = value
+        return [values[o] for o in oids]
+
+    def _fetch(self, oids: Sequence[str]) -> dict[str, Held]:
+        out: dict[str, Held] = {}
+        need = []
+        for oid in oids:
+            held = self.refs.held.get(oid)
+            if held is not None:
+                out[oid] = held
+            else:
+                need.append(oid)
+        if not need:
+            return out
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for oid in need:
+                    pipe.hgetall(self.keys.obj(oid))
+                records = pipe.execute()
+        except redis.ConnectionError as exc:
+            raise connection_error(self.settings, exc) from exc
+        for oid, record in zip(need, records):
+            if not record:
+                raise ObjectLostError(oid)
+            try:
+                kind, frames = decode_record(record)
+            except (ValueError, KeyError) as exc:
+                raise RaySystemError(f"Object {oid} has a corrupt record: {exc}") from exc
+            out[oid] = (kind, frames)
+            if b"d" in record:
+                self.refs.hold(oid, (kind, frames))
+        return out
+
+    # -- results (executors) -------------------------------------------------------------
+    def return_value(self, oid: str, kind: bytes, frames: list[Any], attempt: str) -> ReturnValue:
+        """Prepare one result: small ones inline, large ones written to a staging key."""
+        fields = encode_record(kind, frames)
+        if "d" in fields:
+            return ReturnValue(oid, bytes(fields["d"]))
+        key = self.keys.staged(oid, attempt)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(key)
+            for name, piece in fields.items():
+                pipe.hset(key, name, piece)  # type: ignore[arg-type]
+            pipe.execute()
+        return ReturnValue(oid, None, attempt)
+
+    def error_frames(self, error: BaseException) -> list[Any]:
+        try:
+            return self.serializer.dumps(error)
+        except Exception:  # noqa: BLE001 - fall back to a picklable description
+            if isinstance(error, RayTaskError):
+                fallback = RayTaskError(error.function_name, error.traceback_str, None)
+            else:
+                fallback = RaySystemError(repr(error))
+            return self.serializer.dumps(fallback)
+
+    # -- cancel ------------------------------------------------------------------------
+    def cancel(self, oid: str) -> bool:
+        """Cancel the task that produces ``oid`` if it has not started."""
+        self.flush()
+        tid = ids.task_of(oid)
+        state = self.scripts.cancel(tid)
+        if state != "removed":
+            return False
+        spec_raw = self.client.hget(self.keys.task_spec, tid)
+        from . import task_spec as ts
+
+        try:
+            spec = ts.decode(spec_raw) if spec_raw else None
+        except ValueError:
+            spec = None
+        num_returns = spec.num_returns if spec is not None else 1
+        owner = spec.owner if spec is not None else self.worker_id
+        job = spec.job_id if spec is not None else self.job_id
+        err = TaskCancelledError(tid)
+        frames = self.error_frames(err)
+        returns = [
+            self.return_value(ids.return_id(tid, i + 1), KIND_ERROR, frames, "c")
+            for i in range(num_returns)
+        ]
+        self.scripts.complete(
+            task_id=tid, job_id=job, owner=owner, node_id=None, reservation="", returns=returns
+        )
+        return True
+
+    # -- job cleanup ----------------------------------------------------------------------
+    def cleanup_job(self, job_id: str) -> None:
+        """Delete everything the job left in Redis: pending tasks, objects, functions."""
+        k = self.keys
+        c = self.client
+        c.hdel(k.jobs, job_id)
+        tasks = [t.decode() for t in c.smembers(k.job_tasks(job_id))]
+        for tid in tasks:
+            state = self.scripts.cancel(tid)
+            if state == "removed":
+                with c.pipeline(transaction=False) as pipe:
+                    pipe.hdel(k.task_spec, tid)
+                    pipe.hdel(k.task_state, tid)
+                    pipe.hdel(k.retries, tid)
+                    pipe.execute()
+        job_keys = k.job_keys(job_id)
+        cursor = 0
+        while True:
+            cursor, members = c.sscan(job_keys, cursor, count=1000)
+            if members:
+                c.unlink(*members)
+            if cursor == 0:
+                break
+        c.unlink(job_keys, k.job_tasks(job_id))
+
+
+def _describe(need: dict[str, int]) -> str:
+    from .resources import from_units
+
+    return ", ".join(f"{k}={from_units(v)}" for k, v in sorted(need.items())) or "no resources"
+

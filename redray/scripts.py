@@ -1,0 +1,203 @@
+"""Typed wrappers around the Lua scripts in ``redray/lua``.
+
+Each script is registered once per client with ``register_script`` (EVALSHA,
+reloaded transparently after SCRIPT FLUSH). The wrappers build every key the
+script touches and pass it through KEYS; the scripts never build key names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from .constants import Keys
+from .exceptions import RaySystemError
+
+
+def _source(name: str) -> str:
+    return resources.files("redray.lua").joinpath(f"{name}.lua").read_text()
+
+
+@dataclass
+class Claimed:
+    task_id: str
+    spec: bytes
+    reservation: str
+
+
+@dataclass
+class ReturnValue:
+    """One result of a task, ready to publish."""
+
+    object_id: str
+    #: small record data (``d`` field), or None when the value was staged
+    data: bytes | None
+    #: attempt tag of the staging key, for large values
+    staged_attempt: str | None = None
+
+
+class Scripts:
+    """The scripts of one cluster, bound to one client."""
+
+    NOTICE_LIMIT = 4096
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._submit = client.register_script(_source("submit"))
+        self._claim = client.register_script(_source("claim"))
+        self._complete = client.register_script(_source("complete"))
+        self._subscribe = client.register_script(_source("subscribe"))
+        self._cancel = client.register_script(_source("cancel"))
+        self._requeue = client.register_script(_source("requeue"))
+
+    @staticmethod
+    def _run(script: Script, keys: list[str], args: list[Any], pipe: Any = None) -> Any:
+        try:
+            return script(keys=keys, args=args, client=pipe)
+        except redis.ResponseError as exc:
+            raise RaySystemError(f"Lua script failed: {exc}") from exc
+
+    # -- submit ------------------------------------------------------------------
+    def submit(
+        self,
+        job_id: str,
+        tasks: Sequence[tuple[str, str, bytes, Sequence[str]]],
+        pipe: Any = None,
+    ) -> Any:
+        """Register tasks ``(task id, shape, spec, input object ids)``."""
+        k = self.keys
+        index: dict[str, int] = {}
+        dep_keys: list[str] = []
+        argv: list[Any] = []
+        for _tid, _shape, _spec, deps in tasks:
+            for oid in deps:
+                if oid not in index:
+                    index[oid] = len(index) + 1
+                    dep_keys.append(k.obj(oid))
+                    dep_keys.append(k.waiters(oid))
+        argv = [k.ready_channel, len(index), len(tasks)]
+        for tid, shape, spec, deps in tasks:
+            argv.extend((tid, shape, spec, len(deps)))
+            argv.extend(index[oid] for oid in deps)
+        keys = [
+            k.task_spec,
+            k.task_state,
+            k.deps_left,
+            k.ready,
+            k.seq,
+            k.job_tasks(job_id),
+            k.job_keys(job_id),
+            *dep_keys,
+        ]
+        return self._run(self._submit, keys, argv, pipe)
+
+    # -- claim -------------------------------------------------------------------
+    def claim_keys(self, node_id: str) -> list[str]:
+        k = self.keys
+        return [
+            k.ready,
+            k.task_spec,
+            k.task_state,
+            k.node_avail(node_id),
+            k.node_gpus(node_id),
+            k.node_running(node_id),
+        ]
+
+    def claim(
+        self, node_id: str, worker_id: str, shapes: Sequence[str], pipe: Any = None
+    ) -> Any:
+        return self._run(
+            self._claim, self.claim_keys(node_id), [node_id, worker_id, *shapes], pipe
+        )
+
+    @staticmethod
+    def parse_claim(reply: Any) -> Claimed | None:
+        if not reply:
+            return None
+        tid, spec, reservation = reply
+        return Claimed(tid.decode(), spec, reservation.decode())
+
+    # -- complete ----------------------------------------------------------------
+    def complete(
+        self,
+        *,
+        task_id: str,
+        job_id: str,
+        owner: str,
+        node_id: str | None,
+        reservation: str,
+        returns: Sequence[ReturnValue],
+        pipe: Any = None,
+    ) -> Any:
+        k = self.keys
+        node = node_id or "-"
+        keys = [
+            k.task_spec,
+            k.task_state,
+            k.deps_left,
+            k.ready,
+            k.seq,
+            k.node_avail(node),
+            k.node_gpus(node),
+            k.node_running(node),
+            k.jobs,
+            k.job_tasks(job_id),
+            k.job_keys(job_id),
+            k.inbox(owner),
+            k.retries,
+        ]
+        argv: list[Any] = [
+            task_id,
+            job_id,
+            reservation,
+            k.ready_channel,
+            len(returns),
+            self.NOTICE_LIMIT,
+        ]
+        staged: list[str] = []
+        for ret in returns:
+            keys.extend((k.obj(ret.object_id), k.waiters(ret.object_id), k.done(ret.object_id)))
+            if ret.data is None:
+                assert ret.staged_attempt is not None
+                staged.append(k.staged(ret.object_id, ret.staged_attempt))
+                argv.extend((ret.object_id, "s", ""))
+            else:
+                argv.extend((ret.object_id, "i", ret.data))
+        keys.extend(staged)
+        return self._run(self._complete, keys, argv, pipe)
+
+    # -- subscribe -----------------------------------------------------------------
+    def subscribe(self, worker_id: str, object_ids: Sequence[str], subscribe: bool) -> list[bool]:
+        k = self.keys
+        keys: list[str] = []
+        for oid in object_ids:
+            keys.append(k.obj(oid))
+            keys.append(k.waiters(oid))
+        reply = self._run(self._subscribe, keys, ["@" + worker_id, "1" if subscribe else "0"])
+        return [bool(x) for x in reply]
+
+    # -- cancel --------------------------------------------------------------------
+    def cancel(self, task_id: str) -> str:
+        k = self.keys
+        reply = self._run(self._cancel, [k.task_state, k.deps_left, k.ready], [task_id])
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    # -- requeue -------------------------------------------------------------------
+    def requeue(self, node_id: str, task_id: str, max_retries: int) -> int:
+        k = self.keys
+        keys = [
+            k.task_state,
+            k.ready,
+            k.seq,
+            k.node_avail(node_id),
+            k.node_gpus(node_id),
+            k.node_running(node_id),
+            k.retries,
+        ]
+        return int(self._run(self._requeue, keys, [task_id, max_retries, k.ready_channel]))

@@ -1,0 +1,132 @@
+"""Turning Python values into Redis values and back.
+
+A serializer (``dumps``/``loads``) turns a value into *frames*: one pickle
+stream plus the out-of-band buffers of pickle protocol 5, so a numpy array's
+memory is written to the socket without being copied into the pickle. A
+*record* is how an object's frames are laid out in its Redis hash:
+
+* small objects: one field ``d`` = kind byte + packed frames;
+* large objects: field ``h`` = kind byte + layout, and fields ``0``, ``1``, ...
+  each holding one piece of at most ``PIECE_LIMIT`` bytes (Redis refuses values
+  over 512 MB), so any size can be stored.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections.abc import Sequence
+from typing import Any, Protocol, Union
+
+import cloudpickle
+
+from .constants import INLINE_LIMIT, PIECE_LIMIT
+
+Frame = Union[bytes, bytearray, memoryview]
+
+KIND_VALUE = b"v"
+KIND_ERROR = b"e"
+
+
+class Serializer(Protocol):
+    """What a client needs to move values: frames out, value back."""
+
+    def dumps(self, value: Any) -> list[Frame]: ...
+
+    def loads(self, frames: Sequence[Frame]) -> Any: ...
+
+
+class CloudpickleSerializer:
+    """cloudpickle with protocol 5 out-of-band buffers (the default)."""
+
+    def dumps(self, value: Any) -> list[Frame]:
+        buffers: list[pickle.PickleBuffer] = []
+        head = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        frames: list[Frame] = [head]
+        for buf in buffers:
+            raw = buf.raw()
+            frames.append(raw if raw.contiguous else raw.tobytes())
+        return frames
+
+    def loads(self, frames: Sequence[Frame]) -> Any:
+        return pickle.loads(frames[0], buffers=frames[1:])
+
+
+def frames_size(frames: Sequence[Frame]) -> int:
+    return sum(memoryview(f).nbytes for f in frames)
+
+
+def pack(frames: Sequence[Frame]) -> bytes:
+    """Frames as one byte string: count, lengths, then the frames."""
+    lengths = [memoryview(f).nbytes for f in frames]
+    header = struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths)
+    return b"".join([header, *frames])
+
+
+def unpack(data: Frame) -> list[memoryview]:
+    """The frames of :func:`pack`'s output, as zero-copy views."""
+    view = memoryview(data)
+    if len(view) < 4:
+        raise ValueError("truncated frame header")
+    (count,) = struct.unpack_from("<I", view, 0)
+    offset = 4 + 8 * count
+    if count > 1_000_000 or len(view) < offset:
+        raise ValueError("corrupt frame header")
+    lengths = struct.unpack_from(f"<{count}Q", view, 4)
+    frames = []
+    for length in lengths:
+        end = offset + length
+        if end > len(view):
+            raise ValueError("truncated frame")
+        frames.append(view[offset:end])
+        offset = end
+    if offset != len(view):
+        raise ValueError("trailing bytes after frames")
+    return frames
+
+
+def encode_record(kind: bytes, frames: Sequence[Frame]) -> dict[str, Frame]:
+    """The hash fields that store one object."""
+    if frames_size(frames) <= INLINE_LIMIT:
+        return {"d": kind + pack(frames)}
+    fields: dict[str, Frame] = {}
+    pieces_per_frame = []
+    index = 0
+    for frame in frames:
+        view = memoryview(frame).cast("B")
+        count = 0
+        for start in range(0, max(len(view), 1), PIECE_LIMIT):
+            fields[str(index)] = view[start : start + PIECE_LIMIT]
+            index += 1
+            count += 1
+        pieces_per_frame.append(count)
+    fields["h"] = kind + struct.pack(
+        f"<I{len(pieces_per_frame)}I", len(pieces_per_frame), *pieces_per_frame
+    )
+    return fields
+
+
+def decode_record(record: dict[bytes, bytes]) -> tuple[bytes, list[Frame]]:
+    """(kind, frames) from the hash fields :func:`encode_record` wrote."""
+    small = record.get(b"d")
+    if small is not None:
+        if not small:
+            raise ValueError("empty object record")
+        return small[:1], list(unpack(memoryview(small)[1:]))
+    header = record.get(b"h")
+    if header is None or len(header) < 5:
+        raise ValueError("object record has neither 'd' nor 'h' field")
+    kind = header[:1]
+    (count,) = struct.unpack_from("<I", header, 1)
+    layout = struct.unpack_from(f"<{count}I", header, 5)
+    frames: list[Frame] = []
+    index = 0
+    for pieces in layout:
+        parts = [record[str(index + i).encode()] for i in range(pieces)]
+        index += pieces
+        frames.append(parts[0] if len(parts) == 1 else b"".join(parts))
+    return kind, frames
+
+
+def record_is_small(fields: dict[str, Frame]) -> bool:
+    return "d" in fields

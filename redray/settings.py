@@ -1,0 +1,98 @@
+"""Connection and cluster settings, in one dataclass (arq's ``RedisSettings`` style)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .constants import DEFAULT_PREFIX
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the cluster's Redis is and how to talk to it.
+
+    ``Settings.from_url("redis://host:6379/0?prefix=redray")`` parses an address;
+    ``to_url()`` gives it back, so a settings object can be handed to worker
+    processes on their command line.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    #: Seconds to wait for a TCP connection to the server.
+    connect_timeout: float = 5.0
+    #: Seconds a non-blocking command may take before it is retried.
+    socket_timeout: float = 30.0
+    #: How long a failing command keeps being retried before ConnectionError.
+    retry_attempts: int = 6
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> Settings:
+        """Parse ``redis://[user:password@]host:port[/db][?prefix=P]``."""
+        if "://" not in url:
+            url = "redis://" + url
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "valkey"):
+            raise ValueError(f"unsupported address scheme {parsed.scheme!r} in {url!r}")
+        query = parse_qs(parsed.query)
+        db_part = parsed.path.lstrip("/")
+        fields: dict[str, Any] = {
+            "host": parsed.hostname or "127.0.0.1",
+            "port": parsed.port or 6379,
+            "db": int(db_part) if db_part else 0,
+            "username": parsed.username or None,
+            "password": parsed.password or None,
+        }
+        if "prefix" in query:
+            fields["prefix"] = query["prefix"][0]
+        fields.update(overrides)
+        return cls(**fields)
+
+    def to_url(self) -> str:
+        auth = ""
+        if self.password is not None:
+            auth = f"{self.username or ''}:{self.password}@"
+        url = f"redis://{auth}{self.host}:{self.port}/{self.db}"
+        if self.prefix != DEFAULT_PREFIX:
+            url += f"?prefix={self.prefix}"
+        return url
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def display(self) -> str:
+        """The address without the password, for messages."""
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+    def client(self, *, blocking: bool = False) -> redis.Redis:
+        """A client with deliberate timeouts and retries.
+
+        A blocking client (BLPOP, pub/sub) gets no socket timeout of its own:
+        each blocking call passes a server-side timeout and its socket is only
+        bounded by TCP keepalive, so a long block never surfaces as TimeoutError.
+        """
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), self.retry_attempts)
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            db=self.db,
+            username=self.username,
+            password=self.password,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=None if blocking else self.socket_timeout,
+            socket_keepalive=True,
+            retry=retry,
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            health_check_interval=0,
+        )

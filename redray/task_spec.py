@@ -1,0 +1,60 @@
+"""The task spec: what a worker needs to run one task, as stored in Redis."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, NamedTuple
+
+SPEC_VERSION = 1
+
+
+class DepArg:
+    """Stands in a task's arguments for the value of a top-level ObjectRef."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> Any:
+        return (DepArg, (self.index,))
+
+
+class TaskSpec(NamedTuple):
+    task_id: str
+    job_id: str
+    #: Redis key of the cloudpickled function, and its content hash
+    function_key: str
+    function_digest: str
+    #: ``module.qualname`` for messages
+    function_name: str
+    #: packed frames of ``(args, kwargs)`` with DepArg placeholders
+    args: bytes
+    #: object ids of top-level ObjectRef arguments, in DepArg index order
+    deps: tuple[str, ...]
+    num_returns: int
+    #: worker id whose inbox gets the completion notice
+    owner: str
+    max_retries: int
+    #: False, True, or a tuple of exception classes (pickled by reference)
+    retry_exceptions: Any
+    #: rarely used options (runtime_env env_vars, name, ...), or None
+    extra: dict[str, Any] | None = None
+
+
+def encode(spec: TaskSpec) -> bytes:
+    return pickle.dumps((SPEC_VERSION, tuple(spec)), protocol=5)
+
+
+def decode(data: bytes) -> TaskSpec:
+    """Parse a spec; ValueError for anything that is not one."""
+    try:
+        version, fields = pickle.loads(data)
+    except Exception as exc:
+        raise ValueError(f"malformed task spec ({len(data)} bytes): {exc!r}") from exc
+    if version != SPEC_VERSION or not isinstance(fields, tuple):
+        raise ValueError(f"unsupported task spec version {version!r}")
+    try:
+        return TaskSpec(*fields)
+    except TypeError as exc:
+        raise ValueError(f"task spec has wrong fields: {exc}") from exc

@@ -1,0 +1,385 @@
+"""The executor: a pre-started process that claims ready tasks and runs them.
+
+An executor talks to Redis directly: one ``claim.lua`` call takes a task and
+reserves its node's slots; when the task is done one pipeline publishes the
+results (``complete.lua``) and claims the next task, so a busy executor pays a
+single round trip per task. An idle executor blocks on pub/sub until a queue
+it can serve stops being empty. Functions are cached by content hash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+import cloudpickle
+import redis
+
+from redray import ids
+from redray import task_spec as ts
+from redray.context import TaskContext
+from redray.exceptions import RaySystemError, RayTaskError
+from redray.resources import parse_reservation, parse_shape, from_units
+from redray.runtime import Runtime
+from redray.scripts import Claimed
+from redray.serialization import KIND_ERROR, KIND_VALUE, unpack
+from redray.settings import Settings
+
+from . import slots as sl
+
+log = logging.getLogger("redray.executor")
+
+IDLE_WAIT = 1.0
+
+
+class Executor:
+    def __init__(
+        self,
+        settings: Settings,
+        node_id: str,
+        worker_id: str,
+        totals: dict[str, int],
+        slots: sl.Slots | None = None,
+        slot: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.node_id = node_id
+        self.worker_id = worker_id
+        self.totals = totals
+        self.slots = slots
+        self.slot = slot
+        self.runtime = Runtime(settings, job_id="", worker_id=worker_id, node_id=node_id)
+        self.runtime.on_block = self._on_block
+        self.runtime.on_unblock = self._on_unblock
+        self.keys = self.runtime.keys
+        self.scripts = self.runtime.scripts
+        self.client = self.runtime.client
+        self.functions: dict[str, Any] = {}
+        self.shapes: list[str] = []
+        self._known_shapes: set[str] = set()
+        self.current: Claimed | None = None
+        self.current_cpu = 0
+        self.stopping = False
+        self.idle = True
+
+    # -- state ---------------------------------------------------------------------
+    def _set_state(self, state: int, task_id: str = "") -> None:
+        if self.slots is not None:
+            self.slots.set_task(self.slot, task_id)
+            self.slots.set_state(self.slot, state)
+
+    def _on_block(self) -> None:
+        if self.current_cpu:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hincrby(self.keys.node_avail(self.node_id), "CPU", self.current_cpu)
+                pipe.publish(self.keys.node_channel(self.node_id), "cpu")
+                pipe.execute()
+        if self.current is not None:
+            self._set_state(sl.BLOCKED, self.current.task_id)
+
+    def _on_unblock(self) -> None:
+        # Taken back even if that over-commits for a moment, as Ray does: the
+        # unblocked task must not deadlock waiting for its own CPU.
+        if self.current_cpu:
+            self.client.hincrby(self.keys.node_avail(self.node_id), "CPU", -self.current_cpu)
+        if self.current is not None:
+            self._set_state(sl.RUNNING, self.current.task_id)
+
+    def refresh_shapes(self) -> None:
+        raw = self.client.hkeys(self.keys.shapes)
+        shapes = []
+        for s in raw:
+            shape = s.decode()
+            self._known_shapes.add(shape)
+            need = parse_shape(shape)
+            if all(self.totals.get(k, 0) >= v for k, v in need.items()):
+                shapes.append(shape)
+        self.shapes = shapes
+
+    # -- main loop -------------------------------------------------------------------
+    def run(self) -> None:
+        pubsub = self.runtime.blocking_client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.keys.ready_channel, self.keys.node_channel(self.node_id))
+        self.refresh_shapes()
+        claimed: Claimed | None = None
+        try:
+            while not self.stopping:
+                if claimed is None:
+                    self.idle = True
+                    self._set_state(sl.IDLE)
+                    # drain notifications that piled up while busy
+                    stale = False
+                    while True:
+                        msg = pubsub.get_message(timeout=0)
+                        if msg is None:
+                            break
+                        stale = stale or self._note(msg)
+                    if stale:
+                        self.refresh_shapes()
+                    claimed = self._claim()
+                    if claimed is None:
+                        msg = pubsub.get_message(timeout=IDLE_WAIT)
+                        if msg is None or self._note(msg):
+                            self.refresh_shapes()
+                        continue
+                self.idle = False
+                claimed = self.run_one(claimed)
+        finally:
+            self.idle = True
+            try:
+                pubsub.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _note(self, msg: dict[str, Any]) -> bool:
+        """True when a notification names a shape we have not seen."""
+        data = msg.get("data")
+        if isinstance(data, bytes) and msg.get("channel", b"").endswith(b"ready"):
+            return data.decode() not in self._known_shapes
+        return False
+
+    def _claim(self) -> Claimed | None:
+        if not self.shapes:
+            return None
+        reply = self.scripts.claim(self.node_id, self.worker_id, self.shapes)
+        return self.scripts.parse_claim(reply)
+
+    # -- one task ------------------------------------------------------------------------
+    def run_one(self, claimed: Claimed) -> Claimed | None:
+        """Run a claimed task, publish its results, and claim the next one."""
+        self.current = claimed
+        self._set_state(sl.RUNNING, claimed.task_id)
+        units, gpus = parse_reservation(claimed.reservation)
+        self.current_cpu = units.get("CPU", 0)
+        try:
+            spec = ts.decode(claimed.spec)
+        except ValueError as exc:
+            log.error("dropping task %s: %s", claimed.task_id, exc)
+            return self._finish(claimed, None, [])
+        runtime = self.runtime
+        runtime.job_id = spec.job_id
+        runtime.current_task = TaskContext(
+            task_id=spec.task_id,
+            job_id=spec.job_id,
+            node_id=self.node_id,
+            worker_id=self.worker_id,
+            resources={k: from_units(v) for k, v in units.items()},
+            gpu_ids=list(gpus),
+            function_name=spec.function_name,
+        )
+        outcome = self.execute(spec, gpus)
+        if outcome == "retry":
+            try:
+                self.scripts.requeue(self.node_id, spec.task_id, spec.max_retries)
+            finally:
+                self.current = None
+            return self._claim_next()
+        kind, results = outcome
+        returns = []
+        for i, (k, frames) in enumerate(results):
+            oid = ids.return_id(spec.task_id, i + 1)
+            returns.append(runtime.return_value(oid, k, frames, self.worker_id))
+        return self._finish(claimed, spec, returns)
+
+    def _finish(self, claimed: Claimed, spec: ts.TaskSpec | None, returns: list[Any]) -> Claimed | None:
+        runtime = self.runtime
+        try:
+            runtime.flush()
+        except Exception:  # noqa: BLE001 - the results still go out
+            log.exception("could not flush nested submissions of %s", claimed.task_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            self.scripts.complete(
+                task_id=claimed.task_id,
+                job_id=spec.job_id if spec else "",
+                owner=spec.owner if spec else "-",
+                node_id=self.node_id,
+                reservation=claimed.reservation,
+                returns=returns,
+                pipe=pipe,
+            )
+            if not self.stopping and self.shapes:
+                self.scripts.claim(self.node_id, self.worker_id, self.shapes, pipe=pipe)
+            replies = pipe.execute()
+        self.current = None
+        self.current_cpu = 0
+        runtime.current_task = None
+        self._set_state(sl.IDLE)
+        if len(replies) > 1:
+            return self.scripts.parse_claim(replies[1])
+        return None
+
+    def _claim_next(self) -> Claimed | None:
+        self._set_state(sl.IDLE)
+        self.runtime.current_task = None
+        return None if self.stopping else self._claim()
+
+    def execute(self, spec: ts.TaskSpec, gpus: dict[str, int]) -> Any:
+        """Run the task; returns (kind, [(kind, frames) per return]) or 'retry'."""
+        runtime = self.runtime
+        n = spec.num_returns
+        try:
+            fn = self._function(spec)
+            args, kwargs = self._arguments(spec)
+        except _DependencyFailed as failed:
+            return KIND_ERROR, [(KIND_ERROR, failed.frames)] * n
+        except Exception as exc:  # noqa: BLE001 - reported on the caller's ObjectRef
+            err = RayTaskError(spec.function_name, traceback.format_exc(), exc, pid=os.getpid())
+            return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(err))] * n
+        saved_env = self._apply_env(spec, gpus)
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - becomes the task's error
+            if self._should_retry(spec, exc):
+                return "retry"
+            tb = _user_traceback()
+            err = RayTaskError(spec.function_name, tb, exc, pid=os.getpid())
+            return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(err))] * n
+        finally:
+            self._restore_env(saved_env)
+        if n == 0:
+            return KIND_VALUE, []
+        values = [result]
+        if n > 1:
+            try:
+                values = list(result)
+            except TypeError:
+                values = []
+            if len(values) != n:
+                msg = (
+                    f"Task {spec.function_name} returned {_count(result)} values, but "
+                    f"num_returns={n}."
+                )
+                err = RayTaskError(spec.function_name, msg, ValueError(msg), pid=os.getpid())
+                return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(err))] * n
+        out = []
+        for i, value in enumerate(values):
+            try:
+                out.append((KIND_VALUE, runtime.serializer.dumps(value)))
+            except Exception as exc:  # noqa: BLE001
+                msg = (
+                    f"Could not serialize return value #{i} ({type(value).__name__}) of "
+                    f"{spec.function_name}: {exc!r}"
+                )
+                err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
+                out.append((KIND_ERROR, runtime.error_frames(err)))
+        return KIND_VALUE, out
+
+    def _should_retry(self, spec: ts.TaskSpec, exc: BaseException) -> bool:
+        retry = spec.retry_exceptions
+        if not retry or spec.max_retries == 0:
+            return False
+        if retry is True:
+            return True
+        return isinstance(exc, tuple(retry))
+
+    def _function(self, spec: ts.TaskSpec) -> Any:
+        fn = self.functions.get(spec.function_digest)
+        if fn is None:
+            blob = self.client.get(spec.function_key)
+            if blob is None:
+                raise RaySystemError(
+                    f"The code of {spec.function_name} is gone from Redis (its job ended?)."
+                )
+            try:
+                fn = cloudpickle.loads(blob)
+            except Exception as exc:
+                raise RaySystemError(
+                    f"Could not load the function {spec.function_name} on this worker: {exc!r}. "
+                    "Is its module importable here (same code and PYTHONPATH as the driver)?"
+                ) from exc
+            self.functions[spec.function_digest] = fn
+        return fn
+
+    def _arguments(self, spec: ts.TaskSpec) -> tuple[list[Any], dict[str, Any]]:
+        runtime = self.runtime
+        values: list[Any] = []
+        if spec.deps:
+            records = runtime._fetch(spec.deps)
+            for oid in spec.deps:
+                kind, frames = records[oid]
+                if kind == KIND_ERROR:
+                    raise _DependencyFailed(frames)
+                values.append(runtime.serializer.loads(frames))
+        args, kwargs = runtime.serializer.loads(unpack(spec.args))
+        if values:
+            args = [values[a.index] if isinstance(a, ts.DepArg) else a for a in args]
+            kwargs = {
+                k: values[v.index] if isinstance(v, ts.DepArg) else v for k, v in kwargs.items()
+            }
+        return args, kwargs
+
+    def _apply_env(self, spec: ts.TaskSpec, gpus: dict[str, int]) -> dict[str, str | None]:
+        changes: dict[str, str] = {}
+        if gpus or "GPU" in self.totals:
+            changes["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        extra = spec.extra or {}
+        env = (extra.get("runtime_env") or {}).get("env_vars") or {}
+        changes.update({str(k): str(v) for k, v in env.items()})
+        saved = {k: os.environ.get(k) for k in changes}
+        os.environ.update(changes)
+        return saved
+
+    @staticmethod
+    def _restore_env(saved: dict[str, str | None]) -> None:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _DependencyFailed(Exception):
+    def __init__(self, frames: list[Any]) -> None:
+        self.frames = frames
+
+
+def _count(value: Any) -> str:
+    try:
+        return str(len(value))
+    except TypeError:
+        return f"a single {type(value).__name__}"
+
+
+def _user_traceback() -> str:
+    """The traceback without redray's own frames at its top."""
+    etype, value, tb = sys.exc_info()
+    frames = traceback.extract_tb(tb)
+    frames = [f for f in frames if "workers/executor.py" not in f.filename.replace(os.sep, "/")]
+    text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
+    text += "".join(traceback.format_exception_only(etype, value))
+    return text
+
+
+def executor_main(
+    settings: Settings,
+    node_id: str,
+    worker_id: str,
+    totals: dict[str, int],
+    slots: sl.Slots | None,
+    slot: int,
+) -> None:
+    """Entry point of a forked executor process."""
+    executor: Executor | None = None
+
+    def on_term(signum: int, frame: Any) -> None:
+        if executor is None or executor.idle:
+            os._exit(0)
+        executor.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        from redray import api
+
+        executor = Executor(settings, node_id, worker_id, totals, slots, slot)
+        api.set_runtime(executor.runtime)
+        executor.run()
+    except redis.ConnectionError as exc:
+        log.error("executor %s lost its Redis connection: %s", worker_id, exc)
+    finally:
+        if executor is not None:
+            executor.runtime._closed = True

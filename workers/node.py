@@ -1,0 +1,301 @@
+"""The node agent: advertises a machine's resources and keeps its executors.
+
+It registers the node (totals, free resources, GPU ids) in Redis, heartbeats,
+forks a pool of executors, starts another when every executor is busy and the
+node still has room (a task blocked in ``get`` gave its CPU back), replaces an
+executor that crashed (re-queueing its task within its retry budget), and on
+stop removes everything it registered.
+
+Run it with ``redray worker --address redis://...`` or, for the embedded
+cluster, ``python -m redray.workers.node '<json config>'``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from redray import ids
+from redray.constants import Keys
+from redray.exceptions import WorkerCrashedError
+from redray.resources import node_totals
+from redray.runtime import Runtime
+from redray.serialization import KIND_ERROR
+from redray.settings import Settings
+
+from . import slots as sl
+from .executor import executor_main
+
+log = logging.getLogger("redray.node")
+
+HEARTBEAT_INTERVAL = 1.0
+TICK = 0.02
+
+
+@dataclass
+class NodeConfig:
+    address: str
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    node_id: str | None = None
+    min_executors: int | None = None
+    max_executors: int | None = None
+    #: idle seconds before an executor above the minimum is stopped
+    idle_timeout: float = 30.0
+
+
+class NodeAgent:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.settings = Settings.from_url(config.address)
+        self.keys = Keys(self.settings.prefix)
+        self.node_id = config.node_id or ids.random_id(14)
+        self.totals, self.gpu_ids = node_totals(config.num_cpus, config.num_gpus, config.resources)
+        cpus = self.totals["CPU"] // 10_000
+        self.min_executors = config.min_executors or max(1, cpus)
+        self.max_executors = config.max_executors or max(32, 4 * self.min_executors)
+        self.slots = sl.Slots(self.max_executors)
+        self.pids: dict[int, tuple[int, str]] = {}  # pid -> (slot, worker id)
+        self.idle_since: dict[int, float] = {}
+        self.client = self.settings.client()
+        self.stopping = False
+        self._runtime: Runtime | None = None
+
+    # -- registration ------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        hostname = socket.gethostname()
+        try:
+            ip = socket.gethostbyname(hostname)
+        except OSError:
+            ip = "127.0.0.1"
+        return {
+            "node_id": self.node_id,
+            "hostname": hostname,
+            "ip": ip,
+            "pid": os.getpid(),
+            "totals": self.totals,
+            "gpu_ids": self.gpu_ids,
+            "started": time.time(),
+        }
+
+    def register(self) -> None:
+        k = self.keys
+        nid = self.node_id
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(k.node_avail(nid), k.node_gpus(nid), k.node_running(nid))
+            pipe.hset(k.node_avail(nid), mapping=self.totals)
+            if self.gpu_ids:
+                pipe.hset(k.node_gpus(nid), mapping={g: 10_000 for g in self.gpu_ids})
+            pipe.hset(k.nodes, nid, json.dumps(self.info()))
+            pipe.zadd(k.heartbeats, {nid: time.time()})
+            pipe.execute()
+
+    def deregister(self) -> None:
+        k = self.keys
+        nid = self.node_id
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(k.nodes, nid)
+            pipe.zrem(k.heartbeats, nid)
+            pipe.delete(k.node_avail(nid), k.node_gpus(nid), k.node_running(nid), k.node_ready(nid))
+            pipe.execute()
+
+    # -- executors -----------------------------------------------------------------------
+    def spawn(self) -> int | None:
+        slot = self.slots.free_slot()
+        if slot is None:
+            return None
+        worker_id = ids.random_id(10)
+        self.slots.set_state(slot, sl.STARTING)
+        self.slots.set_task(slot, "")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                executor_main(self.settings, self.node_id, worker_id, self.totals, self.slots, slot)
+            except BaseException:  # noqa: BLE001
+                log.exception("executor crashed")
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.pids[pid] = (slot, worker_id)
+        return pid
+
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime(self.settings, job_id="", worker_id="node-" + self.node_id, node_id=self.node_id)
+        return self._runtime
+
+    def reap(self) -> None:
+        while self.pids:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            entry = self.pids.pop(pid, None)
+            if entry is None:
+                continue
+            slot, worker_id = entry
+            state = self.slots.state(slot)
+            task_id = self.slots.task(slot)
+            self.slots.set_state(slot, sl.FREE)
+            self.client.delete(self.keys.inbox(worker_id))
+            if state in (sl.RUNNING, sl.BLOCKED) and task_id:
+                self.recover(task_id, worker_id, status)
+
+    def recover(self, task_id: str, worker_id: str, status: int) -> None:
+        """An executor died mid-task: re-queue the task or fail it."""
+        from redray import task_spec as ts
+
+        rt = self.runtime()
+        raw = self.client.hget(self.keys.task_spec, task_id)
+        spec = None
+        if raw:
+            try:
+                spec = ts.decode(raw)
+            except ValueError:
+                spec = None
+        max_retries = spec.max_retries if spec is not None else 0
+        outcome = rt.scripts.requeue(self.node_id, task_id, max_retries)
+        if outcome != 0 or spec is None:
+            return
+        how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.WEXITSTATUS(status)}"
+        err = WorkerCrashedError(
+            f"The worker running {spec.function_name} (task {task_id}) died ({how}) "
+            f"and the task's retry budget (max_retries={spec.max_retries}) is spent."
+        )
+        frames = rt.error_frames(err)
+        returns = [
+            rt.return_value(ids.return_id(task_id, i + 1), KIND_ERROR, frames, "crash")
+            for i in range(spec.num_returns)
+        ]
+        rt.scripts.complete(
+            task_id=task_id,
+            job_id=spec.job_id,
+            owner=spec.owner,
+            node_id=None,
+            reservation="",
+            returns=returns,
+        )
+
+    def scale(self) -> None:
+        counts = self.slots.counts()
+        alive = len(self.pids)
+        idle = counts[sl.IDLE] + counts[sl.STARTING]
+        if alive < self.min_executors:
+            self.spawn()
+            return
+        if idle == 0 and alive < self.max_executors:
+            free_cpu = int(self.client.hget(self.keys.node_avail(self.node_id), "CPU") or 0)
+            if free_cpu > 0 or counts[sl.BLOCKED] > 0:
+                self.spawn()
+            return
+        now = time.monotonic()
+        if alive > self.min_executors:
+            for pid, (slot, _) in list(self.pids.items()):
+                if self.slots.state(slot) != sl.IDLE:
+                    self.idle_since.pop(pid, None)
+                    continue
+                since = self.idle_since.setdefault(pid, now)
+                if now - since > self.config.idle_timeout and idle > 1:
+                    self.idle_since.pop(pid, None)
+                    os.kill(pid, signal.SIGTERM)
+                    return
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.register()
+        for _ in range(self.min_executors):
+            self.spawn()
+        self.client.rpush(self.keys.node_ready(self.node_id), "1")
+        last_beat = 0.0
+        try:
+            while not self.stopping:
+                try:
+                    now = time.monotonic()
+                    if now - last_beat >= HEARTBEAT_INTERVAL:
+                        self.client.zadd(self.keys.heartbeats, {self.node_id: time.time()})
+                        last_beat = now
+                    self.reap()
+                    self.scale()
+                except redis.ConnectionError as exc:
+                    log.warning("node %s: Redis unreachable (%s); retrying", self.node_id, exc)
+                    time.sleep(1.0)
+                time.sleep(TICK)
+        finally:
+            self.shutdown()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        for pid in list(self.pids):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 0.5
+        while self.pids and time.monotonic() < deadline:
+            self._reap_quietly()
+            time.sleep(0.01)
+        for pid in list(self.pids):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while self.pids and time.monotonic() < deadline:
+            try:
+                self.reap()
+            except redis.RedisError:
+                self._reap_quietly()
+            time.sleep(0.01)
+        try:
+            self.deregister()
+        except redis.RedisError:
+            pass
+        if self._runtime is not None:
+            self._runtime.close()
+        self.client.close()
+
+    def _reap_quietly(self) -> None:
+        while self.pids:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.pids.clear()
+                return
+            if pid == 0:
+                return
+            entry = self.pids.pop(pid, None)
+            if entry is not None:
+                self.slots.set_state(entry[0], sl.FREE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    config = NodeConfig(**json.loads(args[0]))
+    logging.basicConfig(level=logging.WARNING, format="(redray node) %(levelname)s %(message)s")
+    NodeAgent(config).run()
+
+
+if __name__ == "__main__":
+    main()

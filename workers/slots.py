@@ -1,0 +1,53 @@
+"""Executor slots in memory shared between a node agent and its executors.
+
+Each forked executor owns one fixed-size slot in an anonymous shared mmap and
+writes its state (and the task it runs) there; the agent reads it without any
+system call to decide when to start another executor and which task to
+re-queue when an executor dies.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+FREE = 0
+STARTING = 1
+IDLE = 2
+RUNNING = 3
+BLOCKED = 4
+
+_SLOT = 64
+_TID = 40
+
+
+class Slots:
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._mem = mmap.mmap(-1, count * _SLOT)
+
+    def state(self, slot: int) -> int:
+        return self._mem[slot * _SLOT]
+
+    def set_state(self, slot: int, state: int) -> None:
+        self._mem[slot * _SLOT] = state
+
+    def task(self, slot: int) -> str:
+        raw = self._mem[slot * _SLOT + 1 : slot * _SLOT + 1 + _TID]
+        return raw.rstrip(b"\0").decode()
+
+    def set_task(self, slot: int, task_id: str) -> None:
+        raw = task_id.encode()[:_TID].ljust(_TID, b"\0")
+        self._mem[slot * _SLOT + 1 : slot * _SLOT + 1 + _TID] = raw
+
+    def free_slot(self) -> int | None:
+        for i in range(self.count):
+            if self.state(i) == FREE:
+                return i
+        return None
+
+    def counts(self) -> dict[int, int]:
+        out = {FREE: 0, STARTING: 0, IDLE: 0, RUNNING: 0, BLOCKED: 0}
+        for i in range(self.count):
+            s = self.state(i)
+            out[s] = out.get(s, 0) + 1
+        return out
