@@ -1,0 +1,175 @@
+"""Fixtures: a real Redis-compatible server per session, on a free loopback port,
+and real ``redray`` worker node processes per test.
+
+Set ``REDRAY_TEST_SERVER`` to the server binary to test against (CI runs the
+suite once with Debian's ``redis-server`` 7 and once with the default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import redray
+from redray.constants import Keys
+from redray.server import ServerProcess, start_server
+from redray.settings import Settings
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[ServerProcess]:
+    server = start_server(binary=os.environ.get("REDRAY_TEST_SERVER") or None)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(redis_server: ServerProcess) -> Settings:
+    """Settings for the session server, with every key flushed."""
+    s = Settings(host=redis_server.host, port=redis_server.port)
+    client = s.client()
+    client.flushall()
+    client.close()
+    return s
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    client = settings.client()
+    yield client
+    client.close()
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Node:
+    """A ``redray worker`` node process started by a test."""
+
+    process: subprocess.Popen[bytes]
+    node_id: str
+    settings: Settings
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.process.wait(5)
+
+
+def start_node(
+    settings: Settings,
+    *,
+    num_cpus: float | None = 2,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    env: dict[str, str] | None = None,
+    via_cli: bool = False,
+    timeout: float = 30.0,
+) -> Node:
+    """Start a worker node in its own process group and wait until it is up."""
+    import uuid
+
+    node_id = uuid.uuid4().hex[:16]
+    full_env = worker_env()
+    full_env.update(env or {})
+    if via_cli:
+        cmd = [sys.executable, "-m", "redray.cli.main", "worker", "--address", settings.to_url(),
+               "--node-id", node_id]
+        if num_cpus is not None:
+            cmd += ["--num-cpus", str(num_cpus)]
+        if num_gpus is not None:
+            cmd += ["--num-gpus", str(num_gpus)]
+        if resources:
+            cmd += ["--resources", json.dumps(resources)]
+    else:
+        config = {
+            "address": settings.to_url(),
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
+            "resources": resources or {},
+            "node_id": node_id,
+        }
+        cmd = [sys.executable, "-m", "redray.workers.node", json.dumps(config)]
+    proc = subprocess.Popen(cmd, env=full_env, start_new_session=True, stdin=subprocess.DEVNULL)
+    client = settings.client(blocking=True)
+    key = Keys(settings.prefix).node_ready(node_id)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if client.blpop([key], timeout=0.5) is not None:
+                client.delete(key)
+                return Node(proc, node_id, settings, env or {})
+            if proc.poll() is not None:
+                raise RuntimeError(f"node exited with code {proc.returncode}")
+        raise RuntimeError("node did not start in time")
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def node_factory(settings: Settings) -> Iterator[Any]:
+    nodes: list[Node] = []
+
+    def factory(**kwargs: Any) -> Node:
+        node = start_node(settings, **kwargs)
+        nodes.append(node)
+        return node
+
+    yield factory
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def cluster(settings: Settings, node_factory: Any) -> Iterator[Node]:
+    """One 2-CPU node and a driver connected to it."""
+    node = node_factory(num_cpus=2)
+    redray.init(address=settings.to_url())
+    yield node
+    redray.shutdown()
+
+
+@pytest.fixture
+def connect(settings: Settings) -> Iterator[Any]:
+    """Connect the driver to the session server (after starting nodes yourself)."""
+
+    def do(**kwargs: Any) -> None:
+        redray.init(address=settings.to_url(), **kwargs)
+
+    yield do
+    redray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_driver() -> Iterator[None]:
+    yield
+    if redray.is_initialized():
+        redray.shutdown()
