@@ -9,28 +9,23 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 
-_lock = threading.Lock()
 _state: dict[str, object] = {}
 
 
-def _prefix() -> str:
+def _reset() -> None:
     # Re-drawn after fork so a forked executor never repeats its parent's ids.
-    pid = os.getpid()
-    if _state.get("pid") != pid:
-        with _lock:
-            if _state.get("pid") != pid:
-                _state["prefix"] = os.urandom(6).hex()
-                _state["counter"] = itertools.count(1)
-                _state["pid"] = pid
-    return str(_state["prefix"])
+    _state["prefix"] = os.urandom(6).hex()
+    _state["counter"] = itertools.count(1)
+
+
+_reset()
+os.register_at_fork(after_in_child=_reset)
 
 
 def task_id() -> str:
-    prefix = _prefix()
     n = next(_state["counter"])  # type: ignore[call-overload]
-    return f"{prefix}{n:08x}"
+    return f"{_state['prefix']}{n:08x}"
 
 
 def return_id(task: str, index: int) -> str:

@@ -10,7 +10,7 @@ left the process inside a value ("escaped") stays pinned until its job ends.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 #: (kind, frames) of a value held in process memory
@@ -18,8 +18,10 @@ Held = tuple[bytes, list[Any]]
 
 
 class ReferenceTable:
-    def __init__(self) -> None:
+    def __init__(self, on_free: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
+        #: called when objects become due for deletion (wakes the flusher)
+        self.on_free = on_free
         self.counts: dict[str, int] = {}
         self.owned: set[str] = set()
         self.escaped: set[str] = set()
@@ -53,6 +55,8 @@ class ReferenceTable:
             if oid in self.ready:
                 self.ready.discard(oid)
                 self.to_free.append(oid)
+                if len(self.to_free) == 1 and self.on_free is not None:
+                    self.on_free()
             else:
                 self.free_when_ready.add(oid)
 
@@ -73,6 +77,8 @@ class ReferenceTable:
             if oid in self.free_when_ready:
                 self.free_when_ready.discard(oid)
                 self.to_free.append(oid)
+                if len(self.to_free) == 1 and self.on_free is not None:
+                    self.on_free()
                 return
             if oid not in self.owned:
                 return

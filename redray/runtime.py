@@ -32,7 +32,7 @@ from .exceptions import (
 from .object_ref import ObjectRef
 from .reference_table import Held, ReferenceTable
 from .resources import missing_resources, parse_shape
-from .scripts import ReturnValue, Scripts
+from .scripts import Batch, ReturnValue, Scripts
 from .serialization import (
     KIND_ERROR,
     KIND_VALUE,
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 #: Largest batch of tasks one submit.lua call registers.
 SUBMIT_BATCH = 2000
+#: How long the flusher lets submissions collect before sending them.
+FLUSH_DELAY = 0.0005
+#: Longest first BLPOP sent together with submissions (holds the flush lock).
+COMBINED_BLOCK = 0.05
 #: Longest single BLPOP; waits are re-issued so a dead server is noticed.
 BLOCK_SLICE = 5.0
 
@@ -102,6 +106,7 @@ class Runtime:
         self._flush_error: BaseException | None = None
         self._wake = threading.Event()
         self._closed = False
+        self.refs.on_free = self._wake.set
         self._flusher = threading.Thread(target=self._flush_loop, name="redray-flush", daemon=True)
         self._flusher.start()
 
@@ -110,7 +115,7 @@ class Runtime:
         if self._closed:
             return
         try:
-            self.flush()
+            self.flush(free=True)
         finally:
             self._closed = True
             self._wake.set()
@@ -214,25 +219,26 @@ class Runtime:
         self._pending = []
         self._send(job, batch)
 
-    def flush(self) -> None:
-        """Send buffered submissions and frees now."""
+    def flush(self, free: bool = False) -> None:
+        """Send buffered submissions now (and due frees, when ``free``)."""
         with self._flush_lock:
             with self._pending_lock:
                 batch, job = self._pending, self._pending_job
                 self._pending = []
             if batch:
                 self._send(job, batch)
-            self._free_now()
+            if free:
+                self._free_now()
         if self._flush_error is not None:
             err, self._flush_error = self._flush_error, None
             raise connection_error(self.settings, err)
 
     def _send(self, job: str, batch: list[tuple[str, str, bytes, tuple[str, ...]]]) -> None:
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(batch), SUBMIT_BATCH):
-                    self.scripts.submit(job, batch[start : start + SUBMIT_BATCH], pipe=pipe)
-                pipe.execute()
+            pipe = self.scripts.batch()
+            for start in range(0, len(batch), SUBMIT_BATCH):
+                self.scripts.submit(job, batch[start : start + SUBMIT_BATCH], pipe=pipe)
+            pipe.execute()
         except redis.RedisError as exc:
             with self._pending_lock:
                 self._pending[:0] = batch
@@ -245,8 +251,12 @@ class Runtime:
             self._wake.clear()
             if self._closed:
                 return
+            # Let a caller that is about to get/wait send the batch itself (one
+            # round trip fewer on the synchronous path) and let a burst of
+            # .remote() calls collect into one batch.
+            time.sleep(FLUSH_DELAY)
             try:
-                self.flush()
+                self.flush(free=True)
             except Exception:  # noqa: BLE001 - re-raised to the caller of the next API call
                 time.sleep(0.05)
 
@@ -306,15 +316,16 @@ class Runtime:
             self.refs.held[oid] = (kind, frames)
 
     # -- notices -----------------------------------------------------------------------
-    def _handle_notice(self, raw: bytes) -> None:
+    def _handle_notice(self, raw: bytes) -> str | None:
+        """Apply one completion notice; returns the object it made ready."""
         sep = raw.find(b"\0")
         if sep < 1:
             log.warning("ignoring malformed completion notice %r", raw[:64])
-            return
+            return None
         kind, ident = raw[:1], raw[1:sep].decode()
         if kind == b"t":
             self.in_flight.pop(ident, None)
-            return
+            return None
         data = raw[sep + 1 :]
         held: Held | None = None
         if data:
@@ -324,19 +335,21 @@ class Runtime:
                 held = None
         self.refs.mark_ready(ident, held)
         self.in_flight.pop(ident[:-4], None)
+        return ident
 
-    def drain_inbox(self) -> int:
-        """Apply every notice already waiting; returns how many."""
-        n = 0
+    def drain_inbox(self) -> list[str]:
+        """Apply every notice already waiting; returns the objects now ready."""
+        out: list[str] = []
         while True:
             batch = self.client.lpop(self.inbox, 1000)
             if not batch:
-                return n
+                return out
             for raw in batch:
-                self._handle_notice(raw)
-            n += len(batch)
+                oid = self._handle_notice(raw)
+                if oid is not None:
+                    out.append(oid)
             if len(batch) < 1000:
-                return n
+                return out
 
     # -- wait / get --------------------------------------------------------------------
     def _wait_ready(
@@ -344,22 +357,29 @@ class Runtime:
     ) -> set[str]:
         """Block until ``num_needed`` of ``oids`` exist in Redis (or time runs out)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        self.flush()
         ready = {o for o in oids if self.refs.is_ready(o)}
         if len(ready) >= num_needed:
             return ready
-        self.drain_inbox()
-        ready = {o for o in oids if self.refs.is_ready(o)}
+        if deadline is not None and deadline <= time.monotonic():
+            # no time to block: apply the notices already waiting instead
+            self.flush()
+            self.drain_inbox()
+            return {o for o in oids if self.refs.is_ready(o)}
         borrowed = [o for o in dict.fromkeys(oids) if o not in ready and not self.refs.is_owned(o)]
+        # With only owned objects to wait for, pending submissions travel in the
+        # same round trip as the first BLPOP (the synchronous-task fast path).
+        combine = not borrowed and bool(self._pending)
+        if not combine:
+            self.flush()
         subscribed: list[str] = []
         if borrowed:
-            will_block = deadline is None or deadline > time.monotonic()
-            flags = self.scripts.subscribe(self.worker_id, borrowed, will_block)
+            flags = self.scripts.subscribe(self.worker_id, borrowed, True)
             for oid, ok in zip(borrowed, flags):
                 if ok:
                     ready.add(oid)
-                elif will_block:
+                else:
                     subscribed.append(oid)
+        wanted = set(oids)
         blocked = False
         try:
             while len(ready) < num_needed:
@@ -373,8 +393,12 @@ class Runtime:
                     blocked = True
                     self.on_block()
                 waiting_borrowed = [o for o in subscribed if o not in ready]
-                keys = [self.inbox, *[self.keys.done(o) for o in waiting_borrowed]]
-                reply = self.blocking_client.blpop(keys, timeout=max(slice_, 0.001))
+                if combine:
+                    combine = False
+                    reply = self._submit_and_blpop(min(slice_, COMBINED_BLOCK))
+                else:
+                    keys = [self.inbox, *[self.keys.done(o) for o in waiting_borrowed]]
+                    reply = self.blocking_client.blpop(keys, timeout=max(slice_, 0.001))
                 if reply is None:
                     if waiting_borrowed:
                         # re-check: a producer may have finished before we subscribed
@@ -384,11 +408,13 @@ class Runtime:
                 key, value = reply
                 key = key.decode()
                 if key == self.inbox:
-                    self._handle_notice(value)
-                    self.drain_inbox()
+                    got = self._handle_notice(value)
+                    if got in wanted:
+                        ready.add(got)
+                    if len(ready) < num_needed:
+                        ready.update(o for o in self.drain_inbox() if o in wanted)
                 else:
                     ready.add(key[len(self.keys.done("")) :])
-                ready.update(o for o in oids if o not in ready and self.refs.is_ready(o))
         except redis.ConnectionError as exc:
             raise connection_error(self.settings, exc) from exc
         finally:
@@ -404,6 +430,24 @@ class Runtime:
                 except redis.RedisError:
                     pass
         return ready
+
+    def _submit_and_blpop(self, timeout: float) -> Any:
+        """Send pending submissions and BLPOP the inbox in one round trip."""
+        with self._flush_lock:
+            with self._pending_lock:
+                batch, job = self._pending, self._pending_job
+                self._pending = []
+            pipe = Batch(self.blocking_client)
+            for start in range(0, len(batch), SUBMIT_BATCH):
+                self.scripts.submit(job, batch[start : start + SUBMIT_BATCH], pipe=pipe)
+            pipe.command("BLPOP", self.inbox, max(timeout, 0.001))
+            try:
+                replies = pipe.execute()
+            except redis.RedisError:
+                with self._pending_lock:
+                    self._pending[:0] = batch
+                raise
+        return replies[-1]
 
     def wait(
         self, oids: Sequence[str], num_returns: int, timeout: float | None

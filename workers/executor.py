@@ -106,21 +106,27 @@ class Executor:
         pubsub.subscribe(self.keys.ready_channel, self.keys.node_channel(self.node_id))
         self.refresh_shapes()
         claimed: Claimed | None = None
+        just_claimed = False
         try:
             while not self.stopping:
                 if claimed is None:
                     self.idle = True
                     self._set_state(sl.IDLE)
                     # drain notifications that piled up while busy
-                    stale = False
+                    stale = drained = False
                     while True:
                         msg = pubsub.get_message(timeout=0)
                         if msg is None:
                             break
+                        drained = True
                         stale = stale or self._note(msg)
                     if stale:
                         self.refresh_shapes()
-                    claimed = self._claim()
+                    # the pipeline that published the last result already tried
+                    # to claim; only a notification since then is worth a retry
+                    if not just_claimed or stale or drained:
+                        claimed = self._claim()
+                    just_claimed = False
                     if claimed is None:
                         msg = pubsub.get_message(timeout=IDLE_WAIT)
                         if msg is None or self._note(msg):
@@ -128,6 +134,7 @@ class Executor:
                         continue
                 self.idle = False
                 claimed = self.run_one(claimed)
+                just_claimed = True
         finally:
             self.idle = True
             try:
@@ -191,19 +198,19 @@ class Executor:
             runtime.flush()
         except Exception:  # noqa: BLE001 - the results still go out
             log.exception("could not flush nested submissions of %s", claimed.task_id)
-        with self.client.pipeline(transaction=False) as pipe:
-            self.scripts.complete(
-                task_id=claimed.task_id,
-                job_id=spec.job_id if spec else "",
-                owner=spec.owner if spec else "-",
-                node_id=self.node_id,
-                reservation=claimed.reservation,
-                returns=returns,
-                pipe=pipe,
-            )
-            if not self.stopping and self.shapes:
-                self.scripts.claim(self.node_id, self.worker_id, self.shapes, pipe=pipe)
-            replies = pipe.execute()
+        pipe = self.scripts.batch()
+        self.scripts.complete(
+            task_id=claimed.task_id,
+            job_id=spec.job_id if spec else "",
+            owner=spec.owner if spec else "-",
+            node_id=self.node_id,
+            reservation=claimed.reservation,
+            returns=returns,
+            pipe=pipe,
+        )
+        if not self.stopping and self.shapes:
+            self.scripts.claim(self.node_id, self.worker_id, self.shapes, pipe=pipe)
+        replies = pipe.execute()
         self.current = None
         self.current_cpu = 0
         runtime.current_task = None
