@@ -29,7 +29,7 @@ from .remote_function import RemoteFunction
 from .resources import from_units
 from .runtime import Runtime, connection_error
 from .serialization import Serializer
-from .server import ServerProcess, start_server
+from .server import ServerProcess, launch_server, start_server, wait_ready
 from .settings import Settings
 
 R = TypeVar("R")
@@ -223,7 +223,8 @@ def _start_local(
     timeout: float,
 ) -> Settings:
     binary = binary or os.environ.get("REDRAY_REDIS_SERVER") or None
-    server = start_server(binary=binary)
+    # The node process imports while the server starts: both take ~100 ms.
+    server = launch_server(binary=binary)
     _global.server = server
     settings = Settings(host=server.host, port=server.port)
     node_id = ids.random_id(14)
@@ -238,13 +239,30 @@ def _start_local(
     # Executors import the driver's modules by name, as Ray's local workers do.
     paths = [p for p in sys.path if p] + [os.getcwd()]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    _spawn_node(config, env)
+    try:
+        wait_ready(server)
+    except RuntimeError:
+        # most likely the port was taken between choosing and binding it
+        _teardown_local()
+        server = start_server(binary=binary)
+        _global.server = server
+        settings = Settings(host=server.host, port=server.port)
+        _spawn_node({**config, "address": settings.to_url()}, env)
+    return _wait_node(settings, node_id, timeout)
+
+
+def _spawn_node(config: dict[str, Any], env: dict[str, str]) -> None:
     _global.node_process = subprocess.Popen(
         [sys.executable, "-m", "redray.workers.node", json.dumps(config)],
         env=env,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _global.node_id = node_id
+    _global.node_id = config["node_id"]
+
+
+def _wait_node(settings: Settings, node_id: str, timeout: float) -> Settings:
     client = settings.client(blocking=True)
     try:
         deadline = time.monotonic() + timeout
@@ -253,10 +271,9 @@ def _start_local(
             if client.blpop([key], timeout=0.5) is not None:
                 client.delete(key)
                 return settings
-            if _global.node_process.poll() is not None:
-                raise RuntimeError(
-                    f"The local worker node exited with code {_global.node_process.returncode}."
-                )
+            node = _global.node_process
+            if node is not None and node.poll() is not None:
+                raise RuntimeError(f"The local worker node exited with code {node.returncode}.")
         raise RuntimeError(f"The local worker node did not start within {timeout} s.")
     finally:
         client.close()

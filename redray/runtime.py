@@ -10,6 +10,7 @@ with BLPOP, never polling.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ import cloudpickle
 import redis
 
 from . import ids
+from .bulk import BulkChannel
 from .constants import Keys
 from .exceptions import (
     GetTimeoutError,
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Largest batch of tasks one submit.lua call registers.
 SUBMIT_BATCH = 2000
+#: Bytes of large fetched objects a process keeps for reuse.
+LARGE_CACHE_BYTES = 512 * 1024 * 1024
 #: How long the flusher lets submissions collect before sending them.
 FLUSH_DELAY = 0.0005
 #: Longest first BLPOP sent together with submissions (holds the flush lock).
@@ -87,6 +91,10 @@ class Runtime:
         self.serializer: Serializer = serializer or CloudpickleSerializer()
         self.client = settings.client()
         self.blocking_client = settings.client(blocking=True)
+        self.bulk = BulkChannel(settings)
+        #: large objects already fetched (immutable, so safe to reuse), LRU
+        self._large: OrderedDict[str, tuple[Held, int]] = OrderedDict()
+        self._large_bytes = 0
         self.scripts = Scripts(self.client, self.keys)
         self.refs = ReferenceTable()
         self.inbox = self.keys.inbox(worker_id)
@@ -124,6 +132,7 @@ class Runtime:
             self.in_flight.clear()
             self.client.close()
             self.blocking_client.close()
+            self.bulk.close()
 
     # -- functions -------------------------------------------------------------------
     def function_key(self, fn: Callable[..., Any], name: str) -> tuple[str, str]:
@@ -264,6 +273,10 @@ class Runtime:
         oids = self.refs.take_to_free()
         if not oids:
             return
+        for oid in oids:
+            cached = self._large.pop(oid, None)
+            if cached is not None:
+                self._large_bytes -= cached[1]
         k = self.keys
         job_keys = k.job_keys(self.job_id)
         try:
@@ -298,22 +311,22 @@ class Runtime:
         fields = encode_record(kind, frames)
         key = self.keys.obj(oid)
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                if "d" in fields:
+            if "d" in fields:
+                with self.client.pipeline(transaction=False) as pipe:
                     pipe.hset(key, "d", fields["d"])
-                else:
-                    for name, piece in fields.items():
-                        pipe.hset(key, name, piece)  # type: ignore[arg-type]
-                pipe.sadd(self.keys.job_keys(self.job_id), key)
-                pipe.execute()
+                    pipe.sadd(self.keys.job_keys(self.job_id), key)
+                    pipe.execute()
+                self.refs.held[oid] = (kind, frames)
+            else:
+                # listed first, so the job's cleanup finds it even if we die mid-write
+                self.client.sadd(self.keys.job_keys(self.job_id), key)
+                self.bulk.hset(key, fields)
         except redis.ConnectionError as exc:
             raise connection_error(self.settings, exc) from exc
         except redis.ResponseError as exc:
             from .exceptions import ObjectStoreFullError
 
             raise ObjectStoreFullError(f"Redis refused to store object {oid}: {exc}") from exc
-        if "d" in fields:
-            self.refs.held[oid] = (kind, frames)
 
     # -- notices -----------------------------------------------------------------------
     def _handle_notice(self, raw: bytes) -> str | None:
@@ -493,6 +506,11 @@ class Runtime:
         need = []
         for oid in oids:
             held = self.refs.held.get(oid)
+            if held is None:
+                cached = self._large.get(oid)
+                if cached is not None:
+                    self._large.move_to_end(oid)
+                    held = cached[0]
             if held is not None:
                 out[oid] = held
             else:
@@ -502,8 +520,12 @@ class Runtime:
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for oid in need:
-                    pipe.hgetall(self.keys.obj(oid))
-                records = pipe.execute()
+                    pipe.hget(self.keys.obj(oid), "d")
+                smalls = pipe.execute()
+            records: list[dict[bytes, Any]] = []
+            for oid, small in zip(need, smalls):
+                # a large record has no 'd' field: read it without extra copies
+                records.append({b"d": small} if small is not None else self.bulk.hgetall(self.keys.obj(oid)))
         except redis.ConnectionError as exc:
             raise connection_error(self.settings, exc) from exc
         for oid, record in zip(need, records):
@@ -513,10 +535,25 @@ class Runtime:
                 kind, frames = decode_record(record)
             except (ValueError, KeyError) as exc:
                 raise RaySystemError(f"Object {oid} has a corrupt record: {exc}") from exc
-            out[oid] = (kind, frames)
             if b"d" in record:
                 self.refs.hold(oid, (kind, frames))
+            else:
+                # read-only, as Ray's zero-copy arrays are: a task must not be
+                # able to change the cached value the next task will see
+                frames = [memoryview(f).toreadonly() for f in frames]
+                self._cache_large(oid, (kind, frames))
+            out[oid] = (kind, frames)
         return out
+
+    def _cache_large(self, oid: str, held: Held) -> None:
+        size = sum(memoryview(f).nbytes for f in held[1])
+        if size > LARGE_CACHE_BYTES:
+            return
+        self._large[oid] = (held, size)
+        self._large_bytes += size
+        while self._large_bytes > LARGE_CACHE_BYTES:
+            _, (_, old) = self._large.popitem(last=False)
+            self._large_bytes -= old
 
     # -- results (executors) -------------------------------------------------------------
     def return_value(self, oid: str, kind: bytes, frames: list[Any], attempt: str) -> ReturnValue:
@@ -525,11 +562,8 @@ class Runtime:
         if "d" in fields:
             return ReturnValue(oid, bytes(fields["d"]))
         key = self.keys.staged(oid, attempt)
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.delete(key)
-            for name, piece in fields.items():
-                pipe.hset(key, name, piece)  # type: ignore[arg-type]
-            pipe.execute()
+        self.client.delete(key)
+        self.bulk.hset(key, fields)
         return ReturnValue(oid, None, attempt)
 
     def error_frames(self, error: BaseException) -> list[Any]:

@@ -77,6 +77,66 @@ class ServerProcess:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def launch_server(
+    *,
+    binary: str | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    directory: str | None = None,
+    appendonly: bool = False,
+    extra_args: list[str] | None = None,
+) -> ServerProcess:
+    """Start a server process without waiting for it (see ``wait_ready``)."""
+    exe = find_server_binary(binary)
+    owns = directory is None
+    workdir = directory or tempfile.mkdtemp(prefix="redray-server-")
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    chosen = port or free_port(host)
+    args = [
+        exe,
+        "--port", str(chosen),
+        "--bind", host,
+        "--dir", workdir,
+        "--save", "",
+        "--appendonly", "yes" if appendonly else "no",
+        "--daemonize", "no",
+        "--protected-mode", "no",
+        "--loglevel", "warning",
+        "--logfile", "",
+        "--client-output-buffer-limit", "pubsub", "0", "0", "0",
+        "--proto-max-bulk-len", "536870912",
+        *(extra_args or []),
+    ]
+    proc = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    return ServerProcess(proc, host, chosen, workdir, owns)
+
+
+def wait_ready(server: ServerProcess, timeout: float = 10.0) -> None:
+    """Wait until the server answers PING; RuntimeError if it exits or stalls."""
+    client = redis.Redis(
+        host=server.host, port=server.port, socket_connect_timeout=0.2, socket_timeout=1
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                stderr = server.process.stderr
+                text = (stderr.read() if stderr else b"").decode(errors="replace").strip()
+                raise RuntimeError(f"The Redis server exited at start: {text}")
+            try:
+                client.ping()
+                if server.process.stderr is not None:
+                    server.process.stderr.close()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.002)
+        raise RuntimeError(f"The Redis server on port {server.port} did not answer in {timeout} s.")
+    finally:
+        client.close()
+
+
 def start_server(
     *,
     binary: str | None = None,
@@ -87,53 +147,19 @@ def start_server(
     extra_args: list[str] | None = None,
     timeout: float = 10.0,
 ) -> ServerProcess:
-    """Start a server on a free loopback port and wait until it answers PING."""
-    exe = find_server_binary(binary)
-    owns = directory is None
-    workdir = directory or tempfile.mkdtemp(prefix="redray-server-")
-    Path(workdir).mkdir(parents=True, exist_ok=True)
+    """Start a server on a free loopback port (or ``port``) and wait until it answers."""
     attempts = 3 if port is None else 1
-    last_error = ""
+    error: RuntimeError | None = None
     for _ in range(attempts):
-        chosen = port or free_port(host)
-        args = [
-            exe,
-            "--port", str(chosen),
-            "--bind", host,
-            "--dir", workdir,
-            "--save", "",
-            "--appendonly", "yes" if appendonly else "no",
-            "--daemonize", "no",
-            "--protected-mode", "no",
-            "--loglevel", "warning",
-            "--logfile", "",
-            "--client-output-buffer-limit", "pubsub", "0", "0", "0",
-            "--proto-max-bulk-len", "536870912",
-            *(extra_args or []),
-        ]
-        proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        server = launch_server(
+            binary=binary, host=host, port=port, directory=directory,
+            appendonly=appendonly, extra_args=extra_args,
         )
-        client = redis.Redis(host=host, port=chosen, socket_connect_timeout=0.2, socket_timeout=1)
-        deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    last_error = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
-                    break
-                try:
-                    client.ping()
-                    if proc.stderr is not None:
-                        proc.stderr.close()
-                    return ServerProcess(proc, host, chosen, workdir, owns)
-                except redis.ConnectionError:
-                    time.sleep(0.002)
-            else:
-                proc.kill()
-                proc.wait()
-                last_error = "did not answer PING in time"
-        finally:
-            client.close()
-    if owns:
-        shutil.rmtree(workdir, ignore_errors=True)
-    raise RuntimeError(f"Could not start {exe}: {last_error.strip()}")
+            wait_ready(server, timeout)
+            return server
+        except RuntimeError as exc:  # a port taken between free_port() and bind: retry
+            error = exc
+            server.stop()
+    assert error is not None
+    raise error
