@@ -37,8 +37,16 @@ def run(python: str, backend: str, seconds: float) -> dict[str, float]:
         out = f.name
     try:
         subprocess.run(
-            [python, str(HERE / "microbench.py"), "--backend", backend, "--json", out,
-             "--seconds", str(seconds)],
+            [
+                python,
+                str(HERE / "microbench.py"),
+                "--backend",
+                backend,
+                "--json",
+                out,
+                "--seconds",
+                str(seconds),
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )

@@ -168,7 +168,9 @@ def init(
             )
         try:
             if resolved is None:
-                settings = _start_local(num_cpus, num_gpus, resources, _redis_server, _node_startup_timeout)
+                settings = _start_local(
+                    num_cpus, num_gpus, resources, _redis_server, _node_startup_timeout
+                )
             else:
                 settings = Settings.from_url(resolved)
             _global.runtime = _connect(settings, namespace, serializer)
@@ -363,7 +365,9 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     return RemoteFunction(target, options)
 
 
-def method(*, num_returns: int | None = None, **options: Any) -> Callable[[Callable[..., R]], Callable[..., R]]:
+def method(
+    *, num_returns: int | None = None, **options: Any
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """Annotate an actor method with options, e.g. ``@redray.method(num_returns=2)``."""
     if num_returns is not None:
         options["num_returns"] = num_returns
@@ -431,9 +435,7 @@ def wait(
     """Split refs into (ready, not ready) once ``num_returns`` are ready or time is up."""
     runtime = current_runtime()
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, list):
-        raise TypeError(
-            f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}"
-        )
+        raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
     for ref in object_refs:
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"wait() expected a list of ObjectRef, got an element {ref!r}")
@@ -504,7 +506,10 @@ def available_resources() -> dict[str, float]:
 def nodes() -> list[dict[str, Any]]:
     """One dict per node, with Ray's field names."""
     runtime = current_runtime()
-    beats = dict(runtime.client.zrange(runtime.keys.heartbeats, 0, -1, withscores=True))
+    pairs: list[tuple[bytes, float]] = runtime.client.zrange(  # type: ignore[assignment]
+        runtime.keys.heartbeats, 0, -1, withscores=True
+    )
+    beats = dict(pairs)
     out = []
     for info in _nodes_raw(runtime):
         nid = info["node_id"]

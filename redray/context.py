@@ -89,4 +89,8 @@ class RuntimeContext:
         return self._runtime.settings.to_url()
 
     def get(self) -> dict[str, Any]:
-        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "task_id": self.get_task_id()}
+        return {
+            "job_id": self.get_job_id(),
+            "node_id": self.get_node_id(),
+            "task_id": self.get_task_id(),
+        }

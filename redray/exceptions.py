@@ -61,7 +61,7 @@ class RayTaskError(RayError):
             return self
         try:
             dual = _dual_class(cause_cls)
-            err = dual.__new__(dual)
+            err: RayTaskError = Exception.__new__(dual)
         except TypeError:
             return self
         RayTaskError.__init__(

@@ -64,9 +64,7 @@ def validate_task_options(options: Mapping[str, Any], where: str) -> dict[str, A
     )
     num_returns = opts.get("num_returns", 1)
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 0:
-        raise ValueError(
-            f"num_returns for {where} must be an integer >= 0, got {num_returns!r}."
-        )
+        raise ValueError(f"num_returns for {where} must be an integer >= 0, got {num_returns!r}.")
     max_retries = opts.get("max_retries", DEFAULT_MAX_RETRIES)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < -1:
         raise ValueError(f"max_retries for {where} must be an integer >= -1, got {max_retries!r}.")
@@ -135,9 +133,13 @@ class RemoteFunction(Generic[R]):
             try:
                 self._signature.bind(*args, **kwargs)
             except TypeError as exc:
-                raise TypeError(f"Wrong arguments for remote function {self._name}: {exc}") from None
+                raise TypeError(
+                    f"Wrong arguments for remote function {self._name}: {exc}"
+                ) from None
         fn_key, digest = runtime.function_key(self._function, self._name)
-        units = request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"), opts.get("resources"))
+        units = request(
+            opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"), opts.get("resources")
+        )
         shape = shape_of(units)
         runtime.check_shape(shape, f"Task {self._name}")
         tid = ids.task_id()
@@ -164,7 +166,7 @@ class RemoteFunction(Generic[R]):
             extra=extra,
         )
         runtime.submit(tid, shape, ts.encode(spec), deps, holds, returns)
-        refs = [ObjectRef(oid, runtime) for oid in returns]
+        refs: list[ObjectRef[Any]] = [ObjectRef(oid, runtime) for oid in returns]
         if num_returns == 0:
             return None
         if num_returns == 1:

@@ -10,13 +10,13 @@ with BLPOP, never polling.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 import logging
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 import redis
@@ -27,6 +27,7 @@ from .constants import Keys
 from .exceptions import (
     GetTimeoutError,
     ObjectLostError,
+    RayError,
     RaySystemError,
     RayTaskError,
     TaskCancelledError,
@@ -172,7 +173,11 @@ class Runtime:
         except redis.ConnectionError as exc:
             raise connection_error(self.settings, exc) from exc
         need = parse_shape(shape)
-        if totals and all(missing_resources(need, t) for t in totals) and shape not in self._warned_shapes:
+        if (
+            totals
+            and all(missing_resources(need, t) for t in totals)
+            and shape not in self._warned_shapes
+        ):
             self._warned_shapes.add(shape)
             missing = sorted({m for t in totals for m in missing_resources(need, t)})
             warnings.warn(
@@ -358,16 +363,14 @@ class Runtime:
             if not batch:
                 return out
             for raw in batch:
-                oid = self._handle_notice(raw)
+                oid = self._handle_notice(cast(bytes, raw))
                 if oid is not None:
                     out.append(oid)
             if len(batch) < 1000:
                 return out
 
     # -- wait / get --------------------------------------------------------------------
-    def _wait_ready(
-        self, oids: Sequence[str], num_needed: int, timeout: float | None
-    ) -> set[str]:
+    def _wait_ready(self, oids: Sequence[str], num_needed: int, timeout: float | None) -> set[str]:
         """Block until ``num_needed`` of ``oids`` exist in Redis (or time runs out)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         ready = {o for o in oids if self.refs.is_ready(o)}
@@ -525,7 +528,9 @@ class Runtime:
             records: list[dict[bytes, Any]] = []
             for oid, small in zip(need, smalls):
                 # a large record has no 'd' field: read it without extra copies
-                records.append({b"d": small} if small is not None else self.bulk.hgetall(self.keys.obj(oid)))
+                records.append(
+                    {b"d": small} if small is not None else self.bulk.hgetall(self.keys.obj(oid))
+                )
         except redis.ConnectionError as exc:
             raise connection_error(self.settings, exc) from exc
         for oid, record in zip(need, records):
@@ -570,6 +575,7 @@ class Runtime:
         try:
             return self.serializer.dumps(error)
         except Exception:  # noqa: BLE001 - fall back to a picklable description
+            fallback: RayError
             if isinstance(error, RayTaskError):
                 fallback = RayTaskError(error.function_name, error.traceback_str, None)
             else:
@@ -588,7 +594,7 @@ class Runtime:
         from . import task_spec as ts
 
         try:
-            spec = ts.decode(spec_raw) if spec_raw else None
+            spec = ts.decode(cast(bytes, spec_raw)) if spec_raw else None
         except ValueError:
             spec = None
         num_returns = spec.num_returns if spec is not None else 1
@@ -611,7 +617,7 @@ class Runtime:
         k = self.keys
         c = self.client
         c.hdel(k.jobs, job_id)
-        tasks = [t.decode() for t in c.smembers(k.job_tasks(job_id))]
+        tasks = [cast(bytes, t).decode() for t in c.smembers(k.job_tasks(job_id))]
         for tid in tasks:
             state = self.scripts.cancel(tid)
             if state == "removed":
@@ -635,4 +641,3 @@ def _describe(need: dict[str, int]) -> str:
     from .resources import from_units
 
     return ", ".join(f"{k}={from_units(v)}" for k, v in sorted(need.items())) or "no resources"
-

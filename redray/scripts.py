@@ -60,14 +60,14 @@ class Batch:
         conn = pool.get_connection()
         replies: list[Any] = []
         try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)  # type: ignore[no-untyped-call]
             for _ in commands:
                 try:
                     replies.append(conn.read_response())
                 except redis.ResponseError as err:
                     replies.append(err)
         except BaseException:
-            conn.disconnect()
+            conn.disconnect()  # type: ignore[no-untyped-call]
             raise
         finally:
             pool.release(conn)
@@ -119,7 +119,14 @@ class Scripts:
     def load(self) -> None:
         """Load every script now, so a batch never meets NOSCRIPT for one
         script and not for another (which would reorder their effects)."""
-        scripts = [self._submit, self._claim, self._complete, self._subscribe, self._cancel, self._requeue]
+        scripts = [
+            self._submit,
+            self._claim,
+            self._complete,
+            self._subscribe,
+            self._cancel,
+            self._requeue,
+        ]
         with self.client.pipeline(transaction=False) as pipe:
             for script in scripts:
                 pipe.script_load(script.script)
@@ -127,12 +134,13 @@ class Scripts:
         for script, sha in zip(scripts, shas):
             script.sha = sha if isinstance(sha, str) else sha.decode()
 
-    @staticmethod
-    def _run(script: Script, keys: list[str], args: list[Any], pipe: Batch | None = None) -> Any:
+    def _run(
+        self, script: Script, keys: list[str], args: list[Any], pipe: Batch | None = None
+    ) -> Any:
         if pipe is not None:
             pipe.evalsha(script, keys, args)
             return None
-        batch = Batch(script.registered_client)
+        batch = Batch(self.client)
         batch.evalsha(script, keys, args)
         return batch.execute()[0]
 
@@ -188,9 +196,7 @@ class Scripts:
     def claim(
         self, node_id: str, worker_id: str, shapes: Sequence[str], pipe: Batch | None = None
     ) -> Any:
-        return self._run(
-            self._claim, self.claim_keys(node_id), [node_id, worker_id, *shapes], pipe
-        )
+        return self._run(self._claim, self.claim_keys(node_id), [node_id, worker_id, *shapes], pipe)
 
     @staticmethod
     def parse_claim(reply: Any) -> Claimed | None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import pickle
 import struct
 from collections.abc import Sequence
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import cloudpickle
 
 from .constants import INLINE_LIMIT, PIECE_LIMIT
 
-Frame = Union[bytes, bytearray, memoryview]
+Frame = bytes | bytearray | memoryview
 
 KIND_VALUE = b"v"
 KIND_ERROR = b"e"

@@ -22,7 +22,9 @@ import redis
 def find_server_binary(explicit: str | None = None) -> str:
     if explicit:
         if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
-            raise FileNotFoundError(f"Redis server binary {explicit!r} does not exist or is not executable.")
+            raise FileNotFoundError(
+                f"Redis server binary {explicit!r} does not exist or is not executable."
+            )
         return explicit
     for name in ("redis-server", "valkey-server"):
         found = shutil.which(name)
@@ -94,17 +96,31 @@ def launch_server(
     chosen = port or free_port(host)
     args = [
         exe,
-        "--port", str(chosen),
-        "--bind", host,
-        "--dir", workdir,
-        "--save", "",
-        "--appendonly", "yes" if appendonly else "no",
-        "--daemonize", "no",
-        "--protected-mode", "no",
-        "--loglevel", "warning",
-        "--logfile", "",
-        "--client-output-buffer-limit", "pubsub", "0", "0", "0",
-        "--proto-max-bulk-len", "536870912",
+        "--port",
+        str(chosen),
+        "--bind",
+        host,
+        "--dir",
+        workdir,
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "no",
+        "--loglevel",
+        "warning",
+        "--logfile",
+        "",
+        "--client-output-buffer-limit",
+        "pubsub",
+        "0",
+        "0",
+        "0",
+        "--proto-max-bulk-len",
+        "536870912",
         *(extra_args or []),
     ]
     proc = subprocess.Popen(
@@ -152,8 +168,12 @@ def start_server(
     error: RuntimeError | None = None
     for _ in range(attempts):
         server = launch_server(
-            binary=binary, host=host, port=port, directory=directory,
-            appendonly=appendonly, extra_args=extra_args,
+            binary=binary,
+            host=host,
+            port=port,
+            directory=directory,
+            appendonly=appendonly,
+            extra_args=extra_args,
         )
         try:
             wait_ready(server, timeout)

@@ -101,8 +101,16 @@ def start_node(
     full_env = worker_env()
     full_env.update(env or {})
     if via_cli:
-        cmd = [sys.executable, "-m", "redray.cli.main", "worker", "--address", settings.to_url(),
-               "--node-id", node_id]
+        cmd = [
+            sys.executable,
+            "-m",
+            "redray.cli.main",
+            "worker",
+            "--address",
+            settings.to_url(),
+            "--node-id",
+            node_id,
+        ]
         if num_cpus is not None:
             cmd += ["--num-cpus", str(num_cpus)]
         if num_gpus is not None:

@@ -219,11 +219,19 @@ def test_embedded_init_and_shutdown_leave_no_process_port_or_temp_dir(tmp_path, 
     assert redray.get(echo.remote(41)) == 41
     redray.shutdown()
     deadline = time.monotonic() + 10
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-              for p in started) and time.monotonic() < deadline:
+    while (
+        any(
+            psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+            for p in started
+        )
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
-    alive = [p for p in started if psutil.pid_exists(p)
-             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        p
+        for p in started
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
     assert alive == []
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0

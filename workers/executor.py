@@ -23,7 +23,7 @@ from redray import ids
 from redray import task_spec as ts
 from redray.context import TaskContext
 from redray.exceptions import RaySystemError, RayTaskError
-from redray.resources import parse_reservation, parse_shape, from_units
+from redray.resources import from_units, parse_reservation, parse_shape
 from redray.runtime import Runtime
 from redray.scripts import Claimed
 from redray.serialization import KIND_ERROR, KIND_VALUE, unpack
@@ -192,7 +192,9 @@ class Executor:
             returns.append(runtime.return_value(oid, k, frames, self.worker_id))
         return self._finish(claimed, spec, returns)
 
-    def _finish(self, claimed: Claimed, spec: ts.TaskSpec | None, returns: list[Any]) -> Claimed | None:
+    def _finish(
+        self, claimed: Claimed, spec: ts.TaskSpec | None, returns: list[Any]
+    ) -> Claimed | None:
         runtime = self.runtime
         try:
             runtime.flush()

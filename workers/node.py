@@ -137,7 +137,9 @@ class NodeAgent:
 
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            self._runtime = Runtime(self.settings, job_id="", worker_id="node-" + self.node_id, node_id=self.node_id)
+            self._runtime = Runtime(
+                self.settings, job_id="", worker_id="node-" + self.node_id, node_id=self.node_id
+            )
         return self._runtime
 
     def reap(self) -> None:
@@ -175,7 +177,11 @@ class NodeAgent:
         outcome = rt.scripts.requeue(self.node_id, task_id, max_retries)
         if outcome != 0 or spec is None:
             return
-        how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.WEXITSTATUS(status)}"
+        how = (
+            f"signal {os.WTERMSIG(status)}"
+            if os.WIFSIGNALED(status)
+            else f"exit code {os.WEXITSTATUS(status)}"
+        )
         err = WorkerCrashedError(
             f"The worker running {spec.function_name} (task {task_id}) died ({how}) "
             f"and the task's retry budget (max_retries={spec.max_retries}) is spent."
