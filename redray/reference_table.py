@@ -102,6 +102,24 @@ class ReferenceTable:
             out, self.to_free = self.to_free, []
             return out
 
+    def prune(self) -> None:
+        """Forget objects no live ObjectRef in this process points to.
+
+        A long-lived executor calls this between tasks: objects it owned that
+        escaped stay pinned in Redis until their job ends (the job's cleanup
+        deletes them), so keeping their ids here would only grow memory.
+        """
+        with self._lock:
+            live = self.counts.keys()
+            self.owned.intersection_update(live)
+            self.escaped.intersection_update(live)
+            self.ready.intersection_update(live)
+            for oid in [o for o in self.held if o not in live]:
+                del self.held[oid]
+
+    def size(self) -> int:
+        return len(self.owned) + len(self.held) + len(self.escaped)
+
     def forget_all(self) -> None:
         with self._lock:
             self.counts.clear()

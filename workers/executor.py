@@ -34,6 +34,10 @@ from . import slots as sl
 log = logging.getLogger("redray.executor")
 
 IDLE_WAIT = 1.0
+#: Reference-table size above which an executor forgets dead references.
+PRUNE_AT = 10_000
+#: Functions kept unpickled per executor.
+FUNCTION_CACHE = 1024
 
 
 class Executor:
@@ -216,6 +220,8 @@ class Executor:
         self.current = None
         self.current_cpu = 0
         runtime.current_task = None
+        if runtime.refs.size() > PRUNE_AT:
+            runtime.refs.prune()
         self._set_state(sl.IDLE)
         if len(replies) > 1:
             return self.scripts.parse_claim(replies[1])
@@ -300,6 +306,8 @@ class Executor:
                     f"Could not load the function {spec.function_name} on this worker: {exc!r}. "
                     "Is its module importable here (same code and PYTHONPATH as the driver)?"
                 ) from exc
+            if len(self.functions) >= FUNCTION_CACHE:
+                self.functions.pop(next(iter(self.functions)))
             self.functions[spec.function_digest] = fn
         return fn
 
