@@ -200,6 +200,7 @@ def _connect(settings: Settings, namespace: str | None, serializer: Serializer |
         namespace=namespace if namespace is not None else ids.random_id(8),
         serializer=serializer,
         node_id=_global.node_id,
+        heartbeat=True,
     )
     info = {
         "job_id": job_id,
@@ -212,6 +213,7 @@ def _connect(settings: Settings, namespace: str | None, serializer: Serializer |
     }
     with runtime.client.pipeline(transaction=False) as pipe:
         pipe.hset(keys.jobs, job_id, json.dumps(info))
+        pipe.zadd(keys.job_beats, {job_id: time.time()})
         pipe.sadd(keys.job_keys(job_id), keys.inbox(worker_id))
         pipe.execute()
     return runtime
@@ -236,6 +238,10 @@ def _start_local(
         "num_gpus": num_gpus,
         "resources": resources or {},
         "node_id": node_id,
+        # the node stops itself and this server if the driver dies without shutdown()
+        "owner_pid": os.getpid(),
+        "server_pid": server.pid,
+        "server_dir": server.directory,
     }
     env = dict(os.environ)
     # Executors import the driver's modules by name, as Ray's local workers do.
@@ -250,7 +256,15 @@ def _start_local(
         server = start_server(binary=binary)
         _global.server = server
         settings = Settings(host=server.host, port=server.port)
-        _spawn_node({**config, "address": settings.to_url()}, env)
+        _spawn_node(
+            {
+                **config,
+                "address": settings.to_url(),
+                "server_pid": server.pid,
+                "server_dir": server.directory,
+            },
+            env,
+        )
     return _wait_node(settings, node_id, timeout)
 
 

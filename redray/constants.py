@@ -87,6 +87,15 @@ class Keys:
         return f"{self.tag}:jobs"
 
     @property
+    def job_beats(self) -> str:
+        """ZSET job id -> last heartbeat of its driver (unix seconds)."""
+        return f"{self.tag}:jobbeats"
+
+    def job_reaper(self, job_id: str) -> str:
+        """STRING lock a node holds while it cleans up a job whose driver died."""
+        return f"{self.tag}:job:{job_id}:reaper"
+
+    @property
     def job_counter(self) -> str:
         """STRING counter that numbers jobs."""
         return f"{self.tag}:jobcounter"

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 SUBMIT_BATCH = 2000
 #: Bytes of large fetched objects a process keeps for reuse.
 LARGE_CACHE_BYTES = 512 * 1024 * 1024
+#: Seconds between a driver's job heartbeats.
+JOB_HEARTBEAT = 1.0
 #: How long the flusher lets submissions collect before sending them.
 FLUSH_DELAY = 0.0005
 #: Longest first BLPOP sent together with submissions (holds the flush lock).
@@ -80,6 +82,7 @@ class Runtime:
         namespace: str = "",
         serializer: Serializer | None = None,
         node_id: str | None = None,
+        heartbeat: bool = False,
     ) -> None:
         self.settings = settings
         self.keys = Keys(settings.prefix)
@@ -115,6 +118,8 @@ class Runtime:
         self._flush_error: BaseException | None = None
         self._wake = threading.Event()
         self._closed = False
+        #: a driver heartbeats its job so the cluster can clean up after it dies
+        self._heartbeat = heartbeat
         self.refs.on_free = self._wake.set
         self._flusher = threading.Thread(target=self._flush_loop, name="redray-flush", daemon=True)
         self._flusher.start()
@@ -259,9 +264,21 @@ class Runtime:
             self._flush_error = exc
             raise
 
+    def beat(self) -> None:
+        self.client.zadd(self.keys.job_beats, {self.job_id: time.time()})
+
     def _flush_loop(self) -> None:
+        last_beat = time.monotonic()
         while not self._closed:
-            self._wake.wait()
+            woken = self._wake.wait(JOB_HEARTBEAT if self._heartbeat else None)
+            if self._heartbeat and time.monotonic() - last_beat >= JOB_HEARTBEAT:
+                try:
+                    self.beat()
+                    last_beat = time.monotonic()
+                except redis.RedisError:
+                    pass
+            if not woken:
+                continue
             self._wake.clear()
             if self._closed:
                 return
@@ -617,6 +634,7 @@ class Runtime:
         k = self.keys
         c = self.client
         c.hdel(k.jobs, job_id)
+        c.zrem(k.job_beats, job_id)
         tasks = [cast(bytes, t).decode() for t in c.smembers(k.job_tasks(job_id))]
         for tid in tasks:
             state = self.scripts.cancel(tid)

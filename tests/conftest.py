@@ -93,6 +93,7 @@ def start_node(
     env: dict[str, str] | None = None,
     via_cli: bool = False,
     timeout: float = 30.0,
+    config: dict[str, Any] | None = None,
 ) -> Node:
     """Start a worker node in its own process group and wait until it is up."""
     import uuid
@@ -118,14 +119,15 @@ def start_node(
         if resources:
             cmd += ["--resources", json.dumps(resources)]
     else:
-        config = {
+        node_config = {
             "address": settings.to_url(),
             "num_cpus": num_cpus,
             "num_gpus": num_gpus,
             "resources": resources or {},
             "node_id": node_id,
+            **(config or {}),
         }
-        cmd = [sys.executable, "-m", "redray.workers.node", json.dumps(config)]
+        cmd = [sys.executable, "-m", "redray.workers.node", json.dumps(node_config)]
     proc = subprocess.Popen(cmd, env=full_env, start_new_session=True, stdin=subprocess.DEVNULL)
     client = settings.client(blocking=True)
     key = Keys(settings.prefix).node_ready(node_id)

@@ -52,6 +52,13 @@ class NodeConfig:
     max_executors: int | None = None
     #: idle seconds before an executor above the minimum is stopped
     idle_timeout: float = 30.0
+    #: seconds without a driver heartbeat after which its job is cleaned up
+    job_timeout: float = 10.0
+    #: embedded mode: the driver that started this node, and its private server;
+    #: if the driver dies without shutdown(), the node stops both
+    owner_pid: int | None = None
+    server_pid: int | None = None
+    server_dir: str | None = None
 
 
 class NodeAgent:
@@ -70,6 +77,7 @@ class NodeAgent:
         self.client = self.settings.client()
         self.stopping = False
         self._runtime: Runtime | None = None
+        self._owner_started = _create_time(config.owner_pid)
 
     # -- registration ------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -233,6 +241,7 @@ class NodeAgent:
             self.spawn()
         self.client.rpush(self.keys.node_ready(self.node_id), "1")
         last_beat = 0.0
+        orphaned = False
         try:
             while not self.stopping:
                 try:
@@ -240,6 +249,10 @@ class NodeAgent:
                     if now - last_beat >= HEARTBEAT_INTERVAL:
                         self.client.zadd(self.keys.heartbeats, {self.node_id: time.time()})
                         last_beat = now
+                        if self.owner_died():
+                            orphaned = True
+                            break
+                        self.reap_dead_jobs()
                     self.reap()
                     self.scale()
                 except redis.ConnectionError as exc:
@@ -248,6 +261,42 @@ class NodeAgent:
                 time.sleep(TICK)
         finally:
             self.shutdown()
+            if orphaned:
+                self.stop_owned_server()
+
+    def owner_died(self) -> bool:
+        pid = self.config.owner_pid
+        if pid is None:
+            return False
+        return _create_time(pid) != self._owner_started
+
+    def stop_owned_server(self) -> None:
+        """The embedded driver died: take its private server down with us."""
+        import shutil
+
+        pid = self.config.server_pid
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 5
+                while _create_time(pid) is not None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            except ProcessLookupError:
+                pass
+        if self.config.server_dir:
+            shutil.rmtree(self.config.server_dir, ignore_errors=True)
+
+    def reap_dead_jobs(self) -> None:
+        """Clean up after drivers that stopped heartbeating (died without shutdown)."""
+        cutoff = time.time() - self.config.job_timeout
+        stale = self.client.zrangebyscore(self.keys.job_beats, "-inf", cutoff)
+        for raw in stale:
+            job_id = raw.decode()
+            # one node does it; the lock expires if that node dies mid-way
+            if self.client.set(self.keys.job_reaper(job_id), self.node_id, nx=True, ex=60):
+                log.warning("job %s: its driver stopped heartbeating; cleaning up", job_id)
+                self.runtime().cleanup_job(job_id)
+                self.client.delete(self.keys.job_reaper(job_id))
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True
@@ -294,6 +343,20 @@ class NodeAgent:
             entry = self.pids.pop(pid, None)
             if entry is not None:
                 self.slots.set_state(entry[0], sl.FREE)
+
+
+def _create_time(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(proc.create_time())
+    except psutil.Error:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
