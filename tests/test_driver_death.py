@@ -9,8 +9,8 @@ import time
 import warnings
 
 import psutil
-
 from conftest import worker_env
+
 from redray.constants import Keys
 
 EMBEDDED_DRIVER = """
