@@ -72,9 +72,13 @@ class Executor:
 
     # -- state ---------------------------------------------------------------------
     def _set_state(self, state: int, task_id: str = "") -> None:
-        if self.slots is not None:
-            self.slots.set_task(self.slot, task_id)
-            self.slots.set_state(self.slot, state)
+        slots = self.slots
+        if slots is not None:
+            slots.set_task(self.slot, task_id)
+            slots.set_state(self.slot, state)
+            # the agent sleeps until it may need another executor
+            if state == sl.BLOCKED or (state == sl.RUNNING and not slots.any_idle()):
+                slots.poke()
 
     def _on_block(self) -> None:
         if self.current_cpu:

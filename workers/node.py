@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -38,7 +39,6 @@ from .executor import executor_main
 log = logging.getLogger("redray.node")
 
 HEARTBEAT_INTERVAL = 1.0
-TICK = 0.02
 
 
 @dataclass
@@ -236,6 +236,7 @@ class NodeAgent:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: self.slots.poke())
         self.register()
         for _ in range(self.min_executors):
             self.spawn()
@@ -258,7 +259,10 @@ class NodeAgent:
                 except redis.ConnectionError as exc:
                     log.warning("node %s: Redis unreachable (%s); retrying", self.node_id, exc)
                     time.sleep(1.0)
-                time.sleep(TICK)
+                # sleep until an executor pokes (busy/blocked), a child exits
+                # (SIGCHLD pokes too) or the next heartbeat is due
+                select.select([self.slots.wake_r], [], [], HEARTBEAT_INTERVAL)
+                self.slots.drain()
         finally:
             self.shutdown()
             if orphaned:
@@ -300,6 +304,7 @@ class NodeAgent:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True
+        self.slots.poke()
 
     def shutdown(self) -> None:
         for pid in list(self.pids):

@@ -9,6 +9,7 @@ re-queue when an executor dies.
 from __future__ import annotations
 
 import mmap
+import os
 
 FREE = 0
 STARTING = 1
@@ -24,6 +25,30 @@ class Slots:
     def __init__(self, count: int) -> None:
         self.count = count
         self._mem = mmap.mmap(-1, count * _SLOT)
+        #: executors write a byte here when the agent may need to act
+        #: (the last idle executor got busy, or one blocked in get)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def poke(self) -> None:
+        try:
+            os.write(self.wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the agent is already due to wake
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def any_idle(self) -> bool:
+        for i in range(self.count):
+            if self.state(i) in (IDLE, STARTING):
+                return True
+        return False
 
     def state(self, slot: int) -> int:
         return self._mem[slot * _SLOT]
