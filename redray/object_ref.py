@@ -51,10 +51,7 @@ class ObjectRef(Generic[R]):
     def __del__(self) -> None:
         runtime = self._runtime
         if runtime is not None:
-            try:
-                runtime.refs.remove_local(self._id)
-            except Exception:  # interpreter shutdown: nothing left to free
-                pass
+            runtime.refs.release(self._id)
 
     def __reduce__(self) -> Any:
         # A ref that leaves this process inside a value (a nested argument, a

@@ -10,7 +10,8 @@ left the process inside a value ("escaped") stays pinned until its job ends.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 #: (kind, frames) of a value held in process memory
@@ -18,10 +19,8 @@ Held = tuple[bytes, list[Any]]
 
 
 class ReferenceTable:
-    def __init__(self, on_free: Callable[[], None] | None = None) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        #: called when objects become due for deletion (wakes the flusher)
-        self.on_free = on_free
         self.counts: dict[str, int] = {}
         self.owned: set[str] = set()
         self.escaped: set[str] = set()
@@ -33,32 +32,51 @@ class ReferenceTable:
         self.free_when_ready: set[str] = set()
         #: object ids to delete from Redis at the next flush
         self.to_free: list[str] = []
+        #: ids whose ObjectRef was garbage-collected, not yet applied. ``__del__``
+        #: only appends here (deque.append is atomic): taking the lock there could
+        #: deadlock when a collection runs while this thread holds it.
+        self.released: deque[str] = deque()
 
     def add_local(self, oid: str) -> None:
         with self._lock:
             self.counts[oid] = self.counts.get(oid, 0) + 1
 
+    def release(self, oid: str) -> None:
+        """An ObjectRef was collected (safe to call from ``__del__``)."""
+        self.released.append(oid)
+
+    def apply_released(self) -> None:
+        with self._lock:
+            self._apply_released()
+
+    def _apply_released(self) -> None:
+        pop = self.released.popleft
+        while self.released:
+            self._remove(pop())
+
     def remove_local(self, oid: str) -> None:
         with self._lock:
-            n = self.counts.get(oid, 0) - 1
-            if n > 0:
-                self.counts[oid] = n
-                return
-            self.counts.pop(oid, None)
-            if oid not in self.owned:
-                self.held.pop(oid, None)
-                return
-            if oid in self.escaped:
-                return
-            self.owned.discard(oid)
+            self._apply_released()
+            self._remove(oid)
+
+    def _remove(self, oid: str) -> None:
+        n = self.counts.get(oid, 0) - 1
+        if n > 0:
+            self.counts[oid] = n
+            return
+        self.counts.pop(oid, None)
+        if oid not in self.owned:
             self.held.pop(oid, None)
-            if oid in self.ready:
-                self.ready.discard(oid)
-                self.to_free.append(oid)
-                if len(self.to_free) == 1 and self.on_free is not None:
-                    self.on_free()
-            else:
-                self.free_when_ready.add(oid)
+            return
+        if oid in self.escaped:
+            return
+        self.owned.discard(oid)
+        self.held.pop(oid, None)
+        if oid in self.ready:
+            self.ready.discard(oid)
+            self.to_free.append(oid)
+        else:
+            self.free_when_ready.add(oid)
 
     def escape(self, oid: str) -> None:
         with self._lock:
@@ -77,8 +95,6 @@ class ReferenceTable:
             if oid in self.free_when_ready:
                 self.free_when_ready.discard(oid)
                 self.to_free.append(oid)
-                if len(self.to_free) == 1 and self.on_free is not None:
-                    self.on_free()
                 return
             if oid not in self.owned:
                 return
@@ -99,6 +115,7 @@ class ReferenceTable:
 
     def take_to_free(self) -> list[str]:
         with self._lock:
+            self._apply_released()
             out, self.to_free = self.to_free, []
             return out
 
@@ -110,6 +127,7 @@ class ReferenceTable:
         deletes them), so keeping their ids here would only grow memory.
         """
         with self._lock:
+            self._apply_released()
             live = self.counts.keys()
             self.owned.intersection_update(live)
             self.escaped.intersection_update(live)

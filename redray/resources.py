@@ -37,7 +37,13 @@ def to_units(name: str, quantity: Any) -> int:
         raise ValueError(f"Resource quantity for {name!r} must be >= 0, got {quantity!r}.")
     if name == "GPU" and quantity > 1 and not float(quantity).is_integer():
         raise ValueError(f"num_gpus above 1 must be a whole number, got {quantity!r}.")
-    return int(round(quantity * RESOURCE_UNIT))
+    units = int(round(quantity * RESOURCE_UNIT))
+    if quantity > 0 and units == 0:
+        raise ValueError(
+            f"Resource quantity for {name!r} is {quantity!r}: the precision of resource "
+            "quantities cannot go beyond 0.0001."
+        )
+    return units
 
 
 def from_units(units: int) -> float:
@@ -127,6 +133,11 @@ def node_totals(
         if num_gpus < 0 or not float(num_gpus).is_integer():
             raise ValueError(f"--num-gpus must be a whole number >= 0, got {num_gpus!r}.")
         count = int(num_gpus)
+        if os.environ.get("CUDA_VISIBLE_DEVICES") is not None and count > len(gpu_ids):
+            raise ValueError(
+                f"--num-gpus={count} but CUDA_VISIBLE_DEVICES lists only {len(gpu_ids)} "
+                f"device(s) ({os.environ['CUDA_VISIBLE_DEVICES']!r})."
+            )
         gpu_ids = gpu_ids[:count] if len(gpu_ids) >= count else [str(i) for i in range(count)]
     totals: dict[str, int] = {"CPU": to_units("CPU", cpus)}
     if gpu_ids:

@@ -120,7 +120,6 @@ class Runtime:
         self._closed = False
         #: a driver heartbeats its job so the cluster can clean up after it dies
         self._heartbeat = heartbeat
-        self.refs.on_free = self._wake.set
         self._flusher = threading.Thread(target=self._flush_loop, name="redray-flush", daemon=True)
         self._flusher.start()
 
@@ -223,7 +222,7 @@ class Runtime:
         with self._pending_lock:
             if self._pending and self._pending_job != self.job_id:
                 self._flush_locked_batch()
-            was_empty = not self._pending
+            was_empty = not self._pending or bool(self.refs.released)
             self._pending.append((task_id, shape, spec, deps))
             self._pending_job = self.job_id
             full = len(self._pending) >= SUBMIT_BATCH
@@ -270,7 +269,8 @@ class Runtime:
     def _flush_loop(self) -> None:
         last_beat = time.monotonic()
         while not self._closed:
-            woken = self._wake.wait(JOB_HEARTBEAT if self._heartbeat else None)
+            # the timeout also applies refs collected since (see ReferenceTable.release)
+            woken = self._wake.wait(JOB_HEARTBEAT)
             if self._heartbeat and time.monotonic() - last_beat >= JOB_HEARTBEAT:
                 try:
                     self.beat()
@@ -278,6 +278,11 @@ class Runtime:
                 except redis.RedisError:
                     pass
             if not woken:
+                if self.refs.released or self.refs.to_free:
+                    try:
+                        self.flush(free=True)
+                    except Exception:  # noqa: BLE001 - retried at the next wake
+                        pass
                 continue
             self._wake.clear()
             if self._closed:
@@ -324,6 +329,8 @@ class Runtime:
         except Exception as exc:
             raise TypeError(f"Could not serialize the value passed to put(): {exc!r}") from exc
         oid = ids.put_id()
+        if self.refs.released:
+            self._wake.set()  # let the flusher delete what was dropped
         self.store(oid, KIND_VALUE, frames)
         self.refs.own([oid], ready=True)
         ref: ObjectRef[Any] = ObjectRef(oid, self)

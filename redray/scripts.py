@@ -167,8 +167,10 @@ class Scripts:
                     dep_keys.append(k.waiters(oid))
         argv = [k.ready_channel, len(index), len(tasks)]
         for tid, shape, spec, deps in tasks:
-            argv.extend((tid, shape, spec, len(deps)))
-            argv.extend(index[oid] for oid in deps)
+            # submit.lua counts each distinct input once
+            distinct = sorted({index[oid] for oid in deps})
+            argv.extend((tid, shape, spec, len(distinct)))
+            argv.extend(distinct)
         keys = [
             k.task_spec,
             k.task_state,

@@ -118,11 +118,16 @@ def decode_record(record: dict[bytes, bytes]) -> tuple[bytes, list[Frame]]:
         raise ValueError("object record has neither 'd' nor 'h' field")
     kind = header[:1]
     (count,) = struct.unpack_from("<I", header, 1)
+    if len(header) != 5 + 4 * count:
+        raise ValueError(f"object header announces {count} frames but has {len(header)} bytes")
     layout = struct.unpack_from(f"<{count}I", header, 5)
     frames: list[Frame] = []
     index = 0
     for pieces in layout:
-        parts = [record[str(index + i).encode()] for i in range(pieces)]
+        try:
+            parts = [record[str(index + i).encode()] for i in range(pieces)]
+        except KeyError as exc:
+            raise ValueError(f"object record lacks piece {exc.args[0]!r}") from None
         index += pieces
         frames.append(parts[0] if len(parts) == 1 else b"".join(parts))
     return kind, frames

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -46,12 +46,17 @@ class Settings:
             raise ValueError(f"unsupported address scheme {parsed.scheme!r} in {url!r}")
         query = parse_qs(parsed.query)
         db_part = parsed.path.lstrip("/")
+        try:
+            port = parsed.port or 6379
+            db = int(db_part) if db_part else 0
+        except ValueError as exc:
+            raise ValueError(f"bad port or database number in address {url!r}: {exc}") from None
         fields: dict[str, Any] = {
             "host": parsed.hostname or "127.0.0.1",
-            "port": parsed.port or 6379,
-            "db": int(db_part) if db_part else 0,
-            "username": parsed.username or None,
-            "password": parsed.password or None,
+            "port": port,
+            "db": db,
+            "username": unquote(parsed.username) if parsed.username else None,
+            "password": unquote(parsed.password) if parsed.password is not None else None,
         }
         if "prefix" in query:
             fields["prefix"] = query["prefix"][0]
@@ -59,12 +64,18 @@ class Settings:
         return cls(**fields)
 
     def to_url(self) -> str:
+        """The address as a URL that ``from_url`` parses back to equal settings."""
         auth = ""
+        if self.username is not None:
+            auth = quote(self.username, safe="")
         if self.password is not None:
-            auth = f"{self.username or ''}:{self.password}@"
-        url = f"redis://{auth}{self.host}:{self.port}/{self.db}"
+            auth += ":" + quote(self.password, safe="")
+        if auth:
+            auth += "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        url = f"redis://{auth}{host}:{self.port}/{self.db}"
         if self.prefix != DEFAULT_PREFIX:
-            url += f"?prefix={self.prefix}"
+            url += "?" + urlencode({"prefix": self.prefix})
         return url
 
     def replace(self, **changes: Any) -> Settings:

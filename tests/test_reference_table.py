@@ -14,25 +14,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HELD = (b"v", [b"frames"])
 
 
-class Wakes:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self) -> None:
-        self.count += 1
-
-
 def test_owned_object_freed_when_last_ref_removed() -> None:
-    wakes = Wakes()
-    t = ReferenceTable(on_free=wakes)
+    t = ReferenceTable()
     t.own(["o1"], ready=True)
     t.add_local("o1")
     t.add_local("o1")
     t.remove_local("o1")
-    assert t.to_free == [] and t.is_owned("o1") and wakes.count == 0
+    assert t.to_free == [] and t.is_owned("o1")
     t.remove_local("o1")
     assert t.take_to_free() == ["o1"]
-    assert wakes.count == 1
     assert not t.is_owned("o1") and not t.is_ready("o1")
     assert "o1" not in t.counts
     assert t.take_to_free() == []
@@ -49,21 +39,16 @@ def test_freeing_drops_held_value() -> None:
     assert t.take_to_free() == ["o1"]
 
 
-def test_wake_only_when_free_list_becomes_non_empty() -> None:
-    wakes = Wakes()
-    t = ReferenceTable(on_free=wakes)
+def test_collected_refs_are_applied_at_the_next_take() -> None:
+    t = ReferenceTable()
     oids = [f"o{i}" for i in range(3)]
     t.own(oids, ready=True)
     for oid in oids:
         t.add_local(oid)
     for oid in oids:
-        t.remove_local(oid)
-    assert wakes.count == 1
+        t.release(oid)  # what ObjectRef.__del__ does: no lock taken
+    assert t.to_free == []
     assert t.take_to_free() == oids
-    t.own(["o9"], ready=True)
-    t.add_local("o9")
-    t.remove_local("o9")
-    assert wakes.count == 2
 
 
 def test_escaped_object_stays_pinned() -> None:
@@ -88,16 +73,14 @@ def test_escape_of_unowned_object_is_ignored() -> None:
 
 
 def test_dropped_before_ready_is_freed_on_mark_ready() -> None:
-    wakes = Wakes()
-    t = ReferenceTable(on_free=wakes)
+    t = ReferenceTable()
     t.own(["o1"])  # task submitted, result not produced yet
     t.add_local("o1")
     t.remove_local("o1")
-    assert t.take_to_free() == [] and wakes.count == 0
+    assert t.take_to_free() == []
     assert "o1" in t.free_when_ready
     t.mark_ready("o1", HELD)
     assert t.take_to_free() == ["o1"]
-    assert wakes.count == 1
     assert "o1" not in t.held and not t.is_ready("o1") and "o1" not in t.free_when_ready
     # a duplicate notice changes nothing
     t.mark_ready("o1", HELD)
@@ -185,38 +168,40 @@ def test_concurrent_add_remove_keeps_counts() -> None:
 # the collector marked busy, which would switch cyclic GC off for the rest of
 # the test session.
 
-GC_IN_ON_FREE = """
+GC_INSIDE_LOCK = """
 import gc, threading
 from types import SimpleNamespace
 from redray.object_ref import ObjectRef
 from redray.reference_table import ReferenceTable
 
-# on_free runs under the table's lock; any allocation there may start a GC
-# pass, which runs ObjectRef.__del__ -> remove_local on the same thread.
-t = ReferenceTable(on_free=gc.collect)
+class Table(ReferenceTable):
+    def own(self, oids, ready=False):
+        with self._lock:
+            # a collection can start at any allocation made under the lock
+            gc.collect()
+        super().own(oids, ready)
+
+t = Table()
 runtime = SimpleNamespace(refs=t)
-t.own(["a", "b"], ready=True)
+t.own(["b"], ready=True)
 gc.disable()
-holder = [ObjectRef("a", runtime)]
 cycle = [ObjectRef("b", runtime)]
 cycle.append(cycle)  # only the cycle collector can free this ref
 del cycle
-th = threading.Thread(target=holder.clear, daemon=True)
+th = threading.Thread(target=t.own, args=(["c"],), daemon=True)
 th.start()
 th.join(5)
 gc.enable()
 print("DEADLOCK" if th.is_alive() else sorted(t.take_to_free()), flush=True)
 """
 
-GC_WITH_REAL_WAKEUP = """
+GC_CHURN = """
 import gc, threading
 from types import SimpleNamespace
 from redray.object_ref import ObjectRef
 from redray.reference_table import ReferenceTable
 
-# The runtime's own wake-up, an Event's set, allocates under the lock too.
-wake = threading.Event()
-t = ReferenceTable(on_free=wake.set)
+t = ReferenceTable()
 runtime = SimpleNamespace(refs=t)
 done = [0]
 
@@ -227,15 +212,14 @@ def churn():
         cycle = [ObjectRef(f"b{i}", runtime)]
         cycle.append(cycle)
         del cycle
-        del plain  # the free list goes 0 -> 1: on_free runs under the lock
+        del plain
         t.take_to_free()
-        wake.clear()
         done[0] = i + 1
 
 gc.set_threshold(100, 10, 10)
 th = threading.Thread(target=churn, daemon=True)
 th.start()
-th.join(10)
+th.join(20)
 print(f"DEADLOCK after {done[0]} iterations" if th.is_alive() else "OK", flush=True)
 """
 
@@ -253,8 +237,8 @@ def run_child(code: str) -> str:
 
 
 def test_ref_collected_by_gc_inside_table_lock_does_not_deadlock() -> None:
-    assert run_child(GC_IN_ON_FREE) == "['a', 'b']"
+    assert run_child(GC_INSIDE_LOCK) == "['b']"
 
 
-def test_refs_in_garbage_cycles_with_real_wakeup_do_not_deadlock() -> None:
-    assert run_child(GC_WITH_REAL_WAKEUP) == "OK"
+def test_refs_in_garbage_cycles_do_not_deadlock() -> None:
+    assert run_child(GC_CHURN) == "OK"

@@ -49,7 +49,6 @@ unit_maps = st.dictionaries(names, st.integers(0, 10**12), max_size=6)
         (2 / 3, 6_667),
         (0.0001, 1),
         (0.00016, 2),
-        (0.00004, 0),
         (1.23456789, 12_346),
         (2.0, 20_000),
     ],
@@ -59,9 +58,18 @@ def test_to_units_rounds_to_one_ten_thousandth(quantity: float, units: int) -> N
     assert got == units and isinstance(got, int)
 
 
+def test_quantity_below_the_precision_is_rejected() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        to_units("GPU", 0.00004)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.floats(min_value=0, max_value=1e9, allow_nan=False))
 def test_to_units_is_nearest_unit(quantity: float) -> None:
+    if 0 < quantity < 0.00005:
+        with pytest.raises(ValueError, match="precision"):
+            to_units("custom", quantity)
+        return
     units = to_units("custom", quantity)
     assert isinstance(units, int)
     assert abs(units - quantity * 10_000) <= 0.5 + 1e-6 * max(1.0, quantity * 10_000)
