@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -33,7 +34,12 @@ from . import slots as sl
 
 log = logging.getLogger("redray.executor")
 
-IDLE_WAIT = 1.0
+#: An idle executor re-checks the queues this often even without a
+#: notification (a safety net: e.g. notifications published while the server
+#: was restarting are lost).
+IDLE_WAIT = 5.0
+#: Pause after an unexpected error, so a persistent one does not spin.
+BACKOFF = 1.0
 #: Reference-table size above which an executor forgets dead references.
 PRUNE_AT = 10_000
 #: Functions kept unpickled per executor.
@@ -133,7 +139,14 @@ class Executor:
                     # the pipeline that published the last result already tried
                     # to claim; only a notification since then is worth a retry
                     if not just_claimed or stale or drained:
-                        claimed = self._claim()
+                        try:
+                            claimed = self._claim()
+                        except redis.ConnectionError:
+                            raise
+                        except Exception:  # noqa: BLE001 - e.g. a foreign value at a redray key
+                            log.exception("executor %s: claim failed", self.worker_id)
+                            time.sleep(BACKOFF)
+                            continue
                     just_claimed = False
                     if claimed is None:
                         msg = pubsub.get_message(timeout=IDLE_WAIT)
@@ -141,8 +154,15 @@ class Executor:
                             self.refresh_shapes()
                         continue
                 self.idle = False
-                claimed = self.run_one(claimed)
-                just_claimed = True
+                try:
+                    claimed = self.run_one(claimed)
+                    just_claimed = True
+                except redis.ConnectionError:
+                    raise
+                except Exception:  # noqa: BLE001 - bad data must not kill the executor
+                    log.exception("executor %s: unexpected error; carrying on", self.worker_id)
+                    claimed = None
+                    time.sleep(BACKOFF)
         finally:
             self.idle = True
             try:
