@@ -1,0 +1,1 @@
+"""The ``redray`` command line: ``worker``, ``start``, ``stop`` and ``status`` (see ``main``)."""
