@@ -38,7 +38,6 @@ from typing import Any
 import click
 import psutil
 import redis
-from redray.workers.node import NodeAgent, NodeConfig
 
 import redray
 from redray import api
@@ -46,6 +45,7 @@ from redray.constants import RESOURCE_UNIT, Keys
 from redray.resources import to_units, validate_name
 from redray.server import start_server
 from redray.settings import Settings
+from redray.workers.node import NodeAgent, NodeConfig
 
 DEFAULT_PORT = 6379
 STATE_FILE_NAME = "started.json"

@@ -142,12 +142,16 @@ def wait_ready(server: ServerProcess, timeout: float = 10.0) -> None:
                 text = (stderr.read() if stderr else b"").decode(errors="replace").strip()
                 raise RuntimeError(f"The Redis server exited at start: {text}")
             try:
-                client.ping()
-                if server.process.stderr is not None:
-                    server.process.stderr.close()
-                return
+                pid = int(client.info("server")["process_id"])
             except redis.ConnectionError:
                 time.sleep(0.002)
+                continue
+            if pid != server.process.pid:
+                # another server answered: the port was taken before ours bound it
+                raise RuntimeError(f"Port {server.port} is already in use by another server.")
+            if server.process.stderr is not None:
+                server.process.stderr.close()
+            return
         raise RuntimeError(f"The Redis server on port {server.port} did not answer in {timeout} s.")
     finally:
         client.close()

@@ -22,11 +22,11 @@ import psutil
 import pytest
 from click.testing import CliRunner
 from conftest import start_node, worker_env
-from redray.cli import main
-from redray.cli.main import cli
 
 import redray
 from redray import api
+from redray.cli import main
+from redray.cli.main import cli
 from redray.constants import Keys
 from redray.server import free_port
 from redray.settings import Settings

@@ -78,6 +78,7 @@ class NodeAgent:
         self.stopping = False
         self._runtime: Runtime | None = None
         self._owner_started = _create_time(config.owner_pid)
+        self.agent_pid = os.getpid()
 
     # -- registration ------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -132,6 +133,7 @@ class NodeAgent:
             code = 0
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _exit_with_parent(self.agent_pid)
                 executor_main(self.settings, self.node_id, worker_id, self.totals, self.slots, slot)
             except BaseException:  # noqa: BLE001
                 log.exception("executor crashed")
@@ -348,6 +350,24 @@ class NodeAgent:
             entry = self.pids.pop(pid, None)
             if entry is not None:
                 self.slots.set_state(entry[0], sl.FREE)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Have the kernel send this executor SIGTERM when its node agent dies.
+
+    An executor without its agent would keep claiming work that nobody can
+    recover if it crashes; it finishes the task in hand and exits instead.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the agent died before prctl took effect
+        os._exit(0)
 
 
 def _create_time(pid: int | None) -> float | None:
