@@ -324,22 +324,17 @@ def shutdown() -> None:
             return
         try:
             try:
-                runtime.flush()
+                runtime.stop_flusher()  # no heartbeat may recreate keys after cleanup
             except Exception:  # noqa: BLE001 - cleanup goes on
                 pass
-            if _global.node_process is not None and _global.node_process.poll() is None:
-                _global.node_process.terminate()
+            if _global.server is None:
+                # a shared cluster: delete what this job left (a private server
+                # is about to disappear with everything in it)
                 try:
-                    _global.node_process.wait(15)
-                except subprocess.TimeoutExpired:
-                    _global.node_process.kill()
-                    _global.node_process.wait(5)
-            try:
-                runtime.cleanup_job(runtime.job_id)
-            except redis.RedisError:
-                pass
+                    runtime.cleanup_job(runtime.job_id)
+                except redis.RedisError:
+                    pass
         finally:
-            runtime._closed = True
             try:
                 runtime.close()
             except Exception:  # noqa: BLE001

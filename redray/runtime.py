@@ -118,21 +118,32 @@ class Runtime:
         self._flush_error: BaseException | None = None
         self._wake = threading.Event()
         self._closed = False
+        self._stopped = False
         #: a driver heartbeats its job so the cluster can clean up after it dies
         self._heartbeat = heartbeat
         self._flusher = threading.Thread(target=self._flush_loop, name="redray-flush", daemon=True)
         self._flusher.start()
 
     # -- lifecycle -----------------------------------------------------------------
-    def close(self) -> None:
-        if self._closed:
+    def stop_flusher(self) -> None:
+        """Send what is buffered, then stop the flusher thread (and heartbeats)."""
+        if self._stopped:
             return
         try:
             self.flush(free=True)
         finally:
-            self._closed = True
+            self._stopped = True
             self._wake.set()
-            self._flusher.join(timeout=5)
+            if self._flusher is not threading.current_thread():
+                self._flusher.join(timeout=5)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.stop_flusher()
+        finally:
+            self._closed = True
             self.refs.forget_all()
             self.in_flight.clear()
             self.client.close()
@@ -268,7 +279,7 @@ class Runtime:
 
     def _flush_loop(self) -> None:
         last_beat = time.monotonic()
-        while not self._closed:
+        while not self._stopped:
             # the timeout also applies refs collected since (see ReferenceTable.release)
             woken = self._wake.wait(JOB_HEARTBEAT)
             if self._heartbeat and time.monotonic() - last_beat >= JOB_HEARTBEAT:
@@ -285,7 +296,7 @@ class Runtime:
                         pass
                 continue
             self._wake.clear()
-            if self._closed:
+            if self._stopped:
                 return
             # Let a caller that is about to get/wait send the batch itself (one
             # round trip fewer on the synchronous path) and let a burst of
