@@ -12,6 +12,7 @@
 """
 
 from . import exceptions
+from .actor import ActorClass, ActorHandle, get_actor, kill
 from .api import (
     available_resources,
     cancel,
@@ -35,6 +36,10 @@ from .settings import Settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorClass",
+    "ActorHandle",
+    "get_actor",
+    "kill",
     "ObjectRef",
     "RemoteFunction",
     "Settings",

@@ -365,10 +365,9 @@ def remote(*args: Any, **kwargs: Any) -> Any:
 
 def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
-        raise TypeError(
-            f"@remote on a class ({target.__name__}) makes an actor, which this version of "
-            "redray does not support yet; use remote functions."
-        )
+        from .actor import ActorClass
+
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@remote needs a function or a class, got {target!r}.")
     return RemoteFunction(target, options)

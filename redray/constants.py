@@ -147,6 +147,24 @@ class Keys:
         """LIST one token per borrower subscribed when the object was produced."""
         return f"{self.tag}:done:{object_id}"
 
+    # -- actors --------------------------------------------------------------------
+    @property
+    def actor_names(self) -> str:
+        """HASH '<namespace>:<name>' -> actor id, for live named actors."""
+        return f"{self.tag}:actornames"
+
+    def actor(self, actor_id: str) -> str:
+        """HASH one actor: state, class, name, placement, creation task, death record."""
+        return f"{self.tag}:actor:{actor_id}"
+
+    def mailbox(self, actor_id: str) -> str:
+        """STREAM the actor's method calls (consumer group 'actor')."""
+        return f"{self.tag}:actor:{actor_id}:mbox"
+
+    def job_actors(self, job_id: str) -> str:
+        """SET the job's non-detached actor ids, killed when the job ends."""
+        return f"{self.tag}:job:{job_id}:actors"
+
     # -- per worker process ------------------------------------------------------
     def inbox(self, worker_id: str) -> str:
         """LIST completion notices for the tasks a driver or executor submitted."""
@@ -159,3 +177,11 @@ class Keys:
 
     def node_channel(self, node_id: str) -> str:
         return f"{self.tag}:ch:node:{node_id}"
+
+    def control_channel(self, node_id: str) -> str:
+        """Where a node agent hears 'kill <worker id>' requests."""
+        return f"{self.tag}:ch:ctl:{node_id}"
+
+
+#: Consumer group every actor mailbox has.
+MAILBOX_GROUP = "actor"

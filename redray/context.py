@@ -22,6 +22,16 @@ class TaskContext:
     function_name: str = ""
 
 
+@dataclass
+class ActorContext:
+    """What an actor process knows about itself."""
+
+    actor_id: str
+    name: str
+    namespace: str
+    class_name: str
+
+
 class RuntimeContext:
     """Ray's ``RuntimeContext``: ids of the current job, task, node and worker."""
 
@@ -62,12 +72,40 @@ class RuntimeContext:
     def get_worker_id(self) -> str:
         return self._runtime.worker_id
 
+    @property
+    def _actor(self) -> ActorContext | None:
+        actor: ActorContext | None = getattr(self._runtime, "current_actor", None)
+        return actor
+
     def get_actor_id(self) -> str | None:
-        return None
+        actor = self._actor
+        return actor.actor_id if actor else None
+
+    @property
+    def actor_id(self) -> str | None:
+        return self.get_actor_id()
+
+    def get_actor_name(self) -> str | None:
+        actor = self._actor
+        return (actor.name or None) if actor else None
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the actor this code runs in."""
+        actor = self._actor
+        if actor is None:
+            raise RuntimeError("This code is not running inside an actor.")
+        from .actor import handle_of
+
+        return handle_of(self._runtime, actor.actor_id)
 
     @property
     def namespace(self) -> str:
-        return self._runtime.namespace
+        actor = self._actor
+        return actor.namespace if actor else self._runtime.namespace
+
+    def get_namespace(self) -> str:
+        return self.namespace
 
     def get_assigned_resources(self) -> dict[str, float]:
         task = self._task

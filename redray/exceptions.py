@@ -143,8 +143,16 @@ class OutOfMemoryError(RayError):
 class RayActorError(RayError):
     """An actor is dead or could not be created, so its method call failed."""
 
-    def __init__(self, message: str = "The actor died unexpectedly.") -> None:
+    def __init__(
+        self, message: str = "The actor died unexpectedly.", cause: BaseException | None = None
+    ) -> None:
+        self.message = message
+        #: the error that killed the actor (e.g. raised by its __init__), if known
+        self.cause = cause
         super().__init__(message)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.message, self.cause))
 
 
 class ActorDiedError(RayActorError):

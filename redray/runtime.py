@@ -16,7 +16,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import cloudpickle
 import redis
@@ -63,6 +63,18 @@ COMBINED_BLOCK = 0.05
 BLOCK_SLICE = 5.0
 
 
+class Pending(NamedTuple):
+    """A submission waiting for the next batch."""
+
+    kind: str  # "task" or "call"
+    job_id: str
+    task_id: str
+    spec: bytes
+    #: the task's resource shape, or the called actor's id
+    target: str
+    deps: tuple[str, ...]
+
+
 def connection_error(settings: Settings, exc: BaseException) -> ConnectionError:
     return ConnectionError(
         f"Could not reach the redray Redis server at {settings.display}: {exc}. "
@@ -92,6 +104,8 @@ class Runtime:
         self.node_id = node_id
         #: the task an executor is running (None in a driver)
         self.current_task: Any = None
+        #: set in an actor's process
+        self.current_actor: Any = None
         self.serializer: Serializer = serializer or CloudpickleSerializer()
         self.client = settings.client()
         self.blocking_client = settings.client(blocking=True)
@@ -111,8 +125,7 @@ class Runtime:
         #: executor hooks: give the task's CPU back while blocked, take it again
         self.on_block: Callable[[], None] | None = None
         self.on_unblock: Callable[[], None] | None = None
-        self._pending: list[tuple[str, str, bytes, tuple[str, ...]]] = []
-        self._pending_job: str = job_id
+        self._pending: list[Pending] = []
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._flush_error: BaseException | None = None
@@ -224,55 +237,101 @@ class Runtime:
         returns: list[str],
     ) -> None:
         """Queue a task for the next batch; the flusher sends it."""
+        self._enqueue(Pending("task", self.job_id, task_id, spec, shape, deps), holds, returns)
+
+    def submit_actor_call(
+        self,
+        actor_id: str,
+        task_id: str,
+        spec: bytes,
+        holds: list[ObjectRef[Any]] | None,
+        returns: list[str],
+    ) -> None:
+        """Queue an actor method call; it reaches the mailbox in submission order."""
+        self._enqueue(Pending("call", self.job_id, task_id, spec, actor_id, ()), holds, returns)
+
+    def _enqueue(
+        self, entry: Pending, holds: list[ObjectRef[Any]] | None, returns: list[str]
+    ) -> None:
         if self._flush_error is not None:
             err, self._flush_error = self._flush_error, None
             raise connection_error(self.settings, err)
         self.refs.own(returns)
         if holds:
-            self.in_flight[task_id] = holds
+            self.in_flight[entry.task_id] = holds
         with self._pending_lock:
-            if self._pending and self._pending_job != self.job_id:
-                self._flush_locked_batch()
             was_empty = not self._pending or bool(self.refs.released)
-            self._pending.append((task_id, shape, spec, deps))
-            self._pending_job = self.job_id
+            self._pending.append(entry)
             full = len(self._pending) >= SUBMIT_BATCH
         if full:
             self.flush()
         elif was_empty:
             self._wake.set()
 
-    def _flush_locked_batch(self) -> None:
-        # Caller holds _pending_lock; a job switch (executors) sends what is queued.
-        batch, job = self._pending, self._pending_job
-        self._pending = []
-        self._send(job, batch)
-
     def flush(self, free: bool = False) -> None:
         """Send buffered submissions now (and due frees, when ``free``)."""
         with self._flush_lock:
             with self._pending_lock:
-                batch, job = self._pending, self._pending_job
-                self._pending = []
+                batch, self._pending = self._pending, []
             if batch:
-                self._send(job, batch)
+                self._send(batch)
             if free:
                 self._free_now()
         if self._flush_error is not None:
             err, self._flush_error = self._flush_error, None
             raise connection_error(self.settings, err)
 
-    def _send(self, job: str, batch: list[tuple[str, str, bytes, tuple[str, ...]]]) -> None:
+    def _queue_batch(self, pipe: Batch, batch: list[Pending]) -> list[int]:
+        """Add a batch's commands to ``pipe``, in order; returns the reply
+        indexes of actor-call commands (whose replies name dead actors)."""
+        calls_at: list[int] = []
+        i = 0
+        while i < len(batch):
+            kind, job = batch[i].kind, batch[i].job_id
+            j = i
+            while (
+                j < len(batch)
+                and j - i < SUBMIT_BATCH
+                and batch[j].kind == kind
+                and (kind == "call" or batch[j].job_id == job)
+            ):
+                j += 1
+            run = batch[i:j]
+            if kind == "task":
+                self.scripts.submit(
+                    job, [(e.task_id, e.target, e.spec, e.deps) for e in run], pipe=pipe
+                )
+            else:
+                calls_at.append(len(pipe))
+                self.scripts.actor_call([(e.target, e.spec) for e in run], pipe=pipe)
+            i = j
+        return calls_at
+
+    def _after_batch(self, batch: list[Pending], replies: list[Any], calls_at: list[int]) -> None:
+        if not calls_at:
+            return
+        calls = [e for e in batch if e.kind == "call"]
+        flags: list[Any] = []
+        for at in calls_at:
+            flags.extend(replies[at])
+        for entry, flag in zip(calls, flags):
+            if flag != 1:
+                # the actor is dead: its stored death record becomes the result
+                from .actor import fail_call
+
+                fail_call(self, entry.spec, bytes(flag))
+
+    def _send(self, batch: list[Pending]) -> None:
         try:
             pipe = self.scripts.batch()
-            for start in range(0, len(batch), SUBMIT_BATCH):
-                self.scripts.submit(job, batch[start : start + SUBMIT_BATCH], pipe=pipe)
-            pipe.execute()
+            calls_at = self._queue_batch(pipe, batch)
+            replies = pipe.execute()
         except redis.RedisError as exc:
             with self._pending_lock:
                 self._pending[:0] = batch
             self._flush_error = exc
             raise
+        self._after_batch(batch, replies, calls_at)
 
     def beat(self) -> None:
         self.client.zadd(self.keys.job_beats, {self.job_id: time.time()})
@@ -486,11 +545,9 @@ class Runtime:
         """Send pending submissions and BLPOP the inbox in one round trip."""
         with self._flush_lock:
             with self._pending_lock:
-                batch, job = self._pending, self._pending_job
-                self._pending = []
+                batch, self._pending = self._pending, []
             pipe = Batch(self.blocking_client)
-            for start in range(0, len(batch), SUBMIT_BATCH):
-                self.scripts.submit(job, batch[start : start + SUBMIT_BATCH], pipe=pipe)
+            calls_at = self._queue_batch(pipe, batch)
             pipe.command("BLPOP", self.inbox, max(timeout, 0.001))
             try:
                 replies = pipe.execute()
@@ -498,6 +555,7 @@ class Runtime:
                 with self._pending_lock:
                     self._pending[:0] = batch
                 raise
+        self._after_batch(batch, replies, calls_at)
         return replies[-1]
 
     def wait(
@@ -653,6 +711,9 @@ class Runtime:
         c = self.client
         c.hdel(k.jobs, job_id)
         c.zrem(k.job_beats, job_id)
+        from .actor_lifecycle import kill_job_actors
+
+        kill_job_actors(self, job_id)
         tasks = [cast(bytes, t).decode() for t in c.smembers(k.job_tasks(job_id))]
         for tid in tasks:
             state = self.scripts.cancel(tid)

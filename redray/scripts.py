@@ -114,6 +114,10 @@ class Scripts:
         self._subscribe = client.register_script(_source("subscribe"))
         self._cancel = client.register_script(_source("cancel"))
         self._requeue = client.register_script(_source("requeue"))
+        self._create_actor = client.register_script(_source("create_actor"))
+        self._actor_call = client.register_script(_source("actor_call"))
+        self._actor_ready = client.register_script(_source("actor_ready"))
+        self._actor_dead = client.register_script(_source("actor_dead"))
         self.load()
 
     def load(self) -> None:
@@ -126,6 +130,10 @@ class Scripts:
             self._subscribe,
             self._cancel,
             self._requeue,
+            self._create_actor,
+            self._actor_call,
+            self._actor_ready,
+            self._actor_dead,
         ]
         with self.client.pipeline(transaction=False) as pipe:
             for script in scripts:
@@ -285,3 +293,69 @@ class Scripts:
             k.retries,
         ]
         return int(self._run(self._requeue, keys, [task_id, max_retries, k.ready_channel]))
+
+    # -- actors ---------------------------------------------------------------------
+    def create_actor(
+        self,
+        *,
+        actor_id: str,
+        job_id: str,
+        name_key: str,
+        detached: bool,
+        fields: dict[str, Any],
+    ) -> tuple[str, str]:
+        """Register an actor; returns ('created'|'exists', actor id)."""
+        from .constants import MAILBOX_GROUP
+
+        k = self.keys
+        argv: list[Any] = [name_key, actor_id, "1" if detached else "0", MAILBOX_GROUP]
+        for key, value in fields.items():
+            argv.extend((key, value))
+        reply = self._run(
+            self._create_actor,
+            [
+                k.actor_names,
+                k.actor(actor_id),
+                k.mailbox(actor_id),
+                k.job_actors(job_id),
+                k.job_keys(job_id),
+            ],
+            argv,
+        )
+        return reply[0].decode(), reply[1].decode()
+
+    def actor_call(self, calls: Sequence[tuple[str, bytes]], pipe: Batch | None = None) -> Any:
+        """Append ``(actor id, spec)`` calls to their mailboxes (see actor_call.lua)."""
+        k = self.keys
+        keys: list[str] = []
+        for actor_id, _spec in calls:
+            keys.append(k.actor(actor_id))
+            keys.append(k.mailbox(actor_id))
+        return self._run(self._actor_call, keys, [spec for _aid, spec in calls], pipe)
+
+    def actor_ready(
+        self,
+        *,
+        actor_id: str,
+        node_id: str,
+        task_id: str,
+        release_cpu: int,
+        keep: str,
+        fields: dict[str, Any],
+    ) -> bool:
+        k = self.keys
+        argv: list[Any] = [task_id, release_cpu, keep]
+        for key, value in fields.items():
+            argv.extend((key, value))
+        keys = [k.actor(actor_id), k.node_avail(node_id), k.node_running(node_id)]
+        return bool(self._run(self._actor_ready, keys, argv))
+
+    def actor_dead(
+        self, *, actor_id: str, job_id: str, death: bytes, name_key: str
+    ) -> tuple[str, str, str]:
+        """Mark an actor dead; returns (previous state, node id, worker id)."""
+        k = self.keys
+        keys = [k.actor(actor_id), k.actor_names, k.job_actors(job_id or "-")]
+        reply = self._run(self._actor_dead, keys, [actor_id, death, name_key])
+        state, node, worker = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
+        return state, node, worker

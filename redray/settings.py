@@ -106,4 +106,7 @@ class Settings:
             retry=retry,
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             health_check_interval=0,
+            # RESP2 on every redis-py version: raw replies read by scripts.Batch
+            # have one shape (redis-py 8 defaults to RESP3, older ones to RESP2)
+            protocol=2,
         )

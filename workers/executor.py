@@ -196,6 +196,13 @@ class Executor:
             log.error("dropping task %s: %s", claimed.task_id, exc)
             return self._finish(claimed, None, [])
         runtime = self.runtime
+        if spec.extra and spec.extra.get("actor") and not spec.extra.get("method"):
+            from .actor_runner import ActorRunner
+
+            # this process now belongs to the actor, until the actor ends
+            ActorRunner(self, claimed, spec).run()
+            self.stopping = True
+            return None
         runtime.job_id = spec.job_id
         runtime.current_task = TaskContext(
             task_id=spec.task_id,

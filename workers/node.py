@@ -39,6 +39,8 @@ from .executor import executor_main
 log = logging.getLogger("redray.node")
 
 HEARTBEAT_INTERVAL = 1.0
+#: Actor processes one node may host.
+MAX_ACTORS = 1000
 
 
 @dataclass
@@ -71,7 +73,8 @@ class NodeAgent:
         cpus = self.totals["CPU"] // 10_000
         self.min_executors = config.min_executors or max(1, cpus)
         self.max_executors = config.max_executors or max(32, 4 * self.min_executors)
-        self.slots = sl.Slots(self.max_executors)
+        # actors hold a slot each for their whole life, beyond the task executors
+        self.slots = sl.Slots(self.max_executors + MAX_ACTORS)
         self.pids: dict[int, tuple[int, str]] = {}  # pid -> (slot, worker id)
         self.idle_since: dict[int, float] = {}
         self.client = self.settings.client()
@@ -168,7 +171,11 @@ class NodeAgent:
             task_id = self.slots.task(slot)
             self.slots.set_state(slot, sl.FREE)
             self.client.delete(self.keys.inbox(worker_id))
-            if state in (sl.RUNNING, sl.BLOCKED) and task_id:
+            if state == sl.ACTOR and task_id:
+                from redray.actor_lifecycle import process_exited
+
+                process_exited(self.runtime(), self.node_id, task_id, _describe_exit(status))
+            elif state in (sl.RUNNING, sl.BLOCKED) and task_id:
                 self.recover(task_id, worker_id, status)
 
     def recover(self, task_id: str, worker_id: str, status: int) -> None:
@@ -187,11 +194,7 @@ class NodeAgent:
         outcome = rt.scripts.requeue(self.node_id, task_id, max_retries)
         if outcome != 0 or spec is None:
             return
-        how = (
-            f"signal {os.WTERMSIG(status)}"
-            if os.WIFSIGNALED(status)
-            else f"exit code {os.WEXITSTATUS(status)}"
-        )
+        how = _describe_exit(status)
         err = WorkerCrashedError(
             f"The worker running {spec.function_name} (task {task_id}) died ({how}) "
             f"and the task's retry budget (max_retries={spec.max_retries}) is spent."
@@ -212,7 +215,7 @@ class NodeAgent:
 
     def scale(self) -> None:
         counts = self.slots.counts()
-        alive = len(self.pids)
+        alive = len(self.pids) - counts[sl.ACTOR]
         idle = counts[sl.IDLE] + counts[sl.STARTING]
         if alive < self.min_executors:
             self.spawn()
@@ -240,6 +243,8 @@ class NodeAgent:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda signum, frame: self.slots.poke())
         self.register()
+        control = self.client.pubsub(ignore_subscribe_messages=True)
+        control.subscribe(self.keys.control_channel(self.node_id))
         for _ in range(self.min_executors):
             self.spawn()
         self.client.rpush(self.keys.node_ready(self.node_id), "1")
@@ -262,13 +267,42 @@ class NodeAgent:
                     log.warning("node %s: Redis unreachable (%s); retrying", self.node_id, exc)
                     time.sleep(1.0)
                 # sleep until an executor pokes (busy/blocked), a child exits
-                # (SIGCHLD pokes too) or the next heartbeat is due
-                select.select([self.slots.wake_r], [], [], HEARTBEAT_INTERVAL)
+                # (SIGCHLD pokes too), a control message arrives or the next
+                # heartbeat is due
+                watched = [self.slots.wake_r]
+                sock = getattr(control.connection, "_sock", None)
+                if sock is not None:
+                    watched.append(sock.fileno())
+                select.select(watched, [], [], HEARTBEAT_INTERVAL)
                 self.slots.drain()
+                self.handle_control(control)
         finally:
             self.shutdown()
             if orphaned:
                 self.stop_owned_server()
+
+    def handle_control(self, control: Any) -> None:
+        """Apply 'kill <worker id>' requests (``redray.kill`` of an actor here)."""
+        while True:
+            try:
+                msg = control.get_message(timeout=0)
+            except redis.RedisError:
+                return
+            if msg is None:
+                return
+            data = msg.get("data")
+            if not isinstance(data, bytes):
+                continue
+            verb, _, worker_id = data.decode(errors="replace").partition(" ")
+            if verb != "kill":
+                log.warning("node %s: ignoring control message %r", self.node_id, data[:80])
+                continue
+            for pid, (_slot, wid) in self.pids.items():
+                if wid == worker_id:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
 
     def owner_died(self) -> bool:
         pid = self.config.owner_pid
@@ -350,6 +384,12 @@ class NodeAgent:
             entry = self.pids.pop(pid, None)
             if entry is not None:
                 self.slots.set_state(entry[0], sl.FREE)
+
+
+def _describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"
 
 
 def _exit_with_parent(parent: int) -> None:

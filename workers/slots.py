@@ -16,6 +16,8 @@ STARTING = 1
 IDLE = 2
 RUNNING = 3
 BLOCKED = 4
+#: the executor became an actor's process; the slot's task field holds the actor id
+ACTOR = 5
 
 _SLOT = 64
 _TID = 40
@@ -71,7 +73,7 @@ class Slots:
         return None
 
     def counts(self) -> dict[int, int]:
-        out = {FREE: 0, STARTING: 0, IDLE: 0, RUNNING: 0, BLOCKED: 0}
+        out = {FREE: 0, STARTING: 0, IDLE: 0, RUNNING: 0, BLOCKED: 0, ACTOR: 0}
         for i in range(self.count):
             s = self.state(i)
             out[s] = out.get(s, 0) + 1

@@ -1,0 +1,476 @@
+"""Actors: ``@remote`` on a class, handles, method calls, names, ``kill``.
+
+An actor is created by a creation task that the scheduler places like any
+task (``claim.lua`` reserves its resources on a node); the executor that runs
+it becomes the actor's process and serves its mailbox, a Redis stream, until
+the actor dies. Method calls are appended to the mailbox by any caller, in
+submission order, through the caller's submission batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import ids
+from . import task_spec as ts
+from .constants import RESOURCE_UNIT
+from .exceptions import ActorDiedError, PendingCallsLimitExceeded
+from .object_ref import ObjectRef
+from .remote_function import encode_args
+from .resources import request, shape_of
+from .serialization import KIND_ERROR, encode_record
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+T = TypeVar("T")
+
+ACTOR_OPTIONS = frozenset(
+    {
+        "num_cpus",
+        "num_gpus",
+        "resources",
+        "memory",
+        "name",
+        "namespace",
+        "lifetime",
+        "get_if_exists",
+        "max_restarts",
+        "max_task_retries",
+        "max_concurrency",
+        "max_pending_calls",
+        "runtime_env",
+        "scheduling_strategy",
+        "concurrency_groups",
+        "accelerator_type",
+        "object_store_memory",
+        "placement_group",
+        "placement_group_bundle_index",
+        "placement_group_capture_child_tasks",
+        "label_selector",
+        "fallback_strategy",
+        "enable_task_events",
+        "allow_out_of_order_execution",
+        "_metadata",
+    }
+)
+
+METHOD_OPTIONS = frozenset(
+    {
+        "num_returns",
+        "concurrency_group",
+        "max_task_retries",
+        "retry_exceptions",
+        "name",
+        "enable_task_events",
+        "_generator_backpressure_num_objects",
+        "tensor_transport",
+    }
+)
+
+
+def validate_actor_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(options) - ACTOR_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"Invalid option {unknown[0]!r} for {where}. Valid options are: "
+            f"{', '.join(sorted(o for o in ACTOR_OPTIONS if not o.startswith('_')))}."
+        )
+    opts = dict(options)
+    request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"), opts.get("resources"))
+    lifetime = opts.get("lifetime")
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError(
+            f"lifetime for {where} must be None, 'detached' or 'non_detached', got {lifetime!r}."
+        )
+    name = opts.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError(f"name for {where} must be a non-empty string, got {name!r}.")
+    namespace = opts.get("namespace")
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise ValueError(f"namespace for {where} must be a non-empty string, got {namespace!r}.")
+    for key, low in (("max_restarts", -1), ("max_task_retries", -1), ("max_pending_calls", -1)):
+        value = opts.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise ValueError(f"{key} for {where} must be an integer >= {low}, got {value!r}.")
+    conc = opts.get("max_concurrency")
+    if conc is not None and (isinstance(conc, bool) or not isinstance(conc, int) or conc < 1):
+        raise ValueError(f"max_concurrency for {where} must be an integer >= 1, got {conc!r}.")
+    return opts
+
+
+def _method_table(cls: type) -> dict[str, dict[str, Any]]:
+    """Public methods of an actor class with their ``@method`` options."""
+    table: dict[str, dict[str, Any]] = {}
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("__") and name not in ("__call__",):
+            continue
+        fn = member
+        if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+            continue
+        opts = dict(getattr(fn, "__redray_method_options__", {}))
+        bad = sorted(set(opts) - METHOD_OPTIONS)
+        if bad:
+            raise ValueError(f"Invalid option {bad[0]!r} for actor method {cls.__name__}.{name}.")
+        n = opts.get("num_returns", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(
+                f"num_returns for actor method {cls.__name__}.{name} must be an integer >= 0."
+            )
+        table[name] = {"num_returns": n}
+    return table
+
+
+def is_async_class(cls: type) -> bool:
+    return any(
+        inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
+        for _, m in inspect.getmembers(cls, inspect.isfunction)
+    )
+
+
+class ActorClass(Generic[T]):
+    """A class made remote: ``Cls.remote(*args)`` creates an actor."""
+
+    def __init__(self, cls: type[T], options: Mapping[str, Any]) -> None:
+        self._cls = cls
+        self._name = f"{cls.__module__}.{cls.__qualname__}"
+        self._options = validate_actor_options(options, f"actor class {self._name}")
+        self._methods = _method_table(cls)
+        self._is_async = is_async_class(cls)
+        try:
+            self._init_signature: inspect.Signature | None = inspect.signature(cls.__init__)
+        except (TypeError, ValueError):
+            self._init_signature = None
+        self.__name__ = cls.__name__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
+            f"use '{self.__name__}.remote()'."
+        )
+
+    def __repr__(self) -> str:
+        return f"<redray actor class {self._name}>"
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+        return self._create(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _ActorOptions[T]:
+        validate_actor_options(options, f"actor class {self._name}")
+        merged = validate_actor_options({**self._options, **options}, f"actor class {self._name}")
+        return _ActorOptions(self, merged)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Ray DAGs (bind) are not supported by redray.")
+
+    def _create(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]
+    ) -> ActorHandle[T]:
+        from . import api
+
+        runtime = api.current_runtime(required=True, auto_init=True)
+        if self._init_signature is not None:
+            try:
+                self._init_signature.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"Wrong arguments for {self._name}.__init__: {exc}") from None
+        namespace = opts.get("namespace") or runtime.namespace
+        name = opts.get("name")
+        name_key = f"{namespace}:{name}" if name else ""
+        detached = opts.get("lifetime") == "detached"
+        explicit = any(
+            opts.get(k) is not None for k in ("num_cpus", "num_gpus", "memory", "resources")
+        )
+        # Ray: 1 CPU to place an actor that asked for nothing, 0 while it runs
+        cpus = opts.get("num_cpus")
+        units = request(
+            cpus if cpus is not None else (0 if explicit else 1),
+            opts.get("num_gpus"),
+            opts.get("memory"),
+            opts.get("resources"),
+        )
+        release_cpu = 0 if explicit else RESOURCE_UNIT
+        shape = shape_of(units)
+        runtime.check_shape(shape, f"Actor {self._name}")
+        actor_id = "a" + ids.random_id(12)
+        tid = ids.task_id()
+        meta = {
+            "class_name": self.__name__,
+            "qualname": self._name,
+            "methods": self._methods,
+            "is_async": self._is_async,
+        }
+        max_restarts = opts.get("max_restarts") or 0
+        fields = {
+            "class_name": self._name,
+            "name": name or "",
+            "namespace": namespace,
+            "name_key": name_key,
+            "job": runtime.job_id,
+            "detached": "1" if detached else "0",
+            "task": tid,
+            "meta": json.dumps(meta),
+            "max_restarts": max_restarts,
+            "max_task_retries": opts.get("max_task_retries") or 0,
+        }
+        status, existing = runtime.scripts.create_actor(
+            actor_id=actor_id,
+            job_id=runtime.job_id,
+            name_key=name_key,
+            detached=detached,
+            fields=fields,
+        )
+        if status == "exists":
+            if opts.get("get_if_exists"):
+                return get_actor(name or "", namespace)
+            raise ValueError(
+                f"The name {name!r} (namespace={namespace!r}) is already taken by another actor. "
+                "Use get_if_exists=True to get a handle to it, or pick another name."
+            )
+        fn_key, digest = runtime.function_key(self._cls, self._name)
+        packed, deps, holds = encode_args(runtime, args, kwargs, f"{self._name}.__init__")
+        spec = ts.TaskSpec(
+            task_id=tid,
+            job_id=runtime.job_id,
+            function_key=fn_key,
+            function_digest=digest,
+            function_name=self._name,
+            args=packed,
+            deps=deps,
+            num_returns=0,
+            owner=runtime.worker_id,
+            max_retries=max_restarts,
+            retry_exceptions=False,
+            extra={
+                "actor": actor_id,
+                "release_cpu": release_cpu,
+                "name": name or "",
+                "namespace": namespace,
+                "max_concurrency": opts.get("max_concurrency"),
+                "max_task_retries": opts.get("max_task_retries") or 0,
+                "runtime_env": opts.get("runtime_env"),
+                "is_async": self._is_async,
+            },
+        )
+        runtime.submit(tid, shape, ts.encode(spec), deps, holds, [])
+        handle: ActorHandle[T] = ActorHandle(actor_id, meta, opts.get("max_pending_calls", -1))
+        return handle
+
+
+class _ActorOptions(Generic[T]):
+    def __init__(self, cls: ActorClass[T], options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+        return self._cls._create(args, kwargs, self._options)
+
+
+class ActorMethod:
+    """``handle.method``: call ``.remote(*args)`` for an ObjectRef."""
+
+    def __init__(self, handle: ActorHandle[Any], name: str, num_returns: int) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of running "
+            f"'{self._name}()', try '{self._name}.remote()'."
+        )
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._handle._call(self._name, args, kwargs, self._num_returns)
+
+    def options(self, **options: Any) -> ActorMethod:
+        bad = sorted(set(options) - METHOD_OPTIONS)
+        if bad:
+            raise ValueError(f"Invalid option {bad[0]!r} for actor method {self._name}.")
+        n = options.get("num_returns", self._num_returns)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"num_returns for actor method {self._name} must be an integer >= 0.")
+        return ActorMethod(self._handle, self._name, n)
+
+
+class ActorHandle(Generic[T]):
+    """A handle to an actor: call its methods with ``handle.method.remote()``.
+
+    Handles can be passed to tasks and other actors and returned from them.
+    """
+
+    def __init__(
+        self, actor_id: str, meta: dict[str, Any], max_pending_calls: int | None = -1
+    ) -> None:
+        self._actor_id = actor_id
+        self._meta = meta
+        self._max_pending = -1 if max_pending_calls is None else max_pending_calls
+        self._pending: list[str] = []
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("__") and name != "__ray_terminate__":
+            raise AttributeError(name)
+        if name == "__ray_terminate__":
+            return ActorMethod(self, name, 1)
+        methods = self.__dict__.get("_meta", {}).get("methods", {})
+        if name not in methods:
+            raise AttributeError(f"'{self._meta.get('class_name')}' actor has no method {name!r}.")
+        return ActorMethod(self, name, methods[name]["num_returns"])
+
+    def __repr__(self) -> str:
+        return f"Actor({self._meta.get('class_name')}, {self._actor_id})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __reduce__(self) -> Any:
+        return (ActorHandle, (self._actor_id, self._meta, self._max_pending))
+
+    def _call(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int
+    ) -> Any:
+        from . import api
+
+        runtime = api.current_runtime(required=True, auto_init=True)
+        if self._max_pending > 0:
+            self._pending = [
+                t for t in self._pending if not runtime.refs.is_ready(ids.return_id(t, 1))
+            ]
+            if len(self._pending) >= self._max_pending:
+                raise PendingCallsLimitExceeded(
+                    f"Actor {self._actor_id} has {len(self._pending)} calls pending, the "
+                    f"max_pending_calls limit. Wait for some results before calling again."
+                )
+        qualname = f"{self._meta.get('class_name')}.{method}"
+        tid = ids.task_id()
+        packed, deps, holds = encode_args(runtime, args, kwargs, qualname)
+        returns = [ids.return_id(tid, i + 1) for i in range(num_returns)]
+        spec = ts.TaskSpec(
+            task_id=tid,
+            job_id=runtime.job_id,
+            function_key="",
+            function_digest="",
+            function_name=qualname,
+            args=packed,
+            deps=deps,
+            num_returns=num_returns,
+            owner=runtime.worker_id,
+            max_retries=0,
+            retry_exceptions=False,
+            extra={"method": method, "actor": self._actor_id},
+        )
+        runtime.submit_actor_call(self._actor_id, tid, ts.encode(spec), holds, returns)
+        if self._max_pending > 0 and num_returns:
+            self._pending.append(tid)
+        refs: list[ObjectRef[Any]] = [ObjectRef(oid, runtime) for oid in returns]
+        if num_returns == 0:
+            return None
+        if num_returns == 1:
+            return refs[0]
+        return refs
+
+
+def handle_of(runtime: Runtime, actor_id: str) -> ActorHandle[Any]:
+    meta_raw = runtime.client.hget(runtime.keys.actor(actor_id), "meta")
+    meta = json.loads(meta_raw) if meta_raw else {"class_name": "?", "methods": {}}
+    return ActorHandle(actor_id, meta)
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
+    """The handle of a live named actor; ValueError when there is none."""
+    from . import api
+
+    runtime = api.current_runtime()
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}.")
+    ns = namespace if namespace is not None else runtime.namespace
+    keys = runtime.keys
+    actor_id: Any = runtime.client.hget(keys.actor_names, f"{ns}:{name}")
+    if actor_id is None:
+        raise ValueError(
+            f"Failed to look up actor with name {name!r} in namespace {ns!r}: no live actor has "
+            "that name. Check the name and the namespace (init(namespace=...) or "
+            "get_actor(name, namespace=...))."
+        )
+    return handle_of(runtime, actor_id.decode())
+
+
+def death_record(runtime: Runtime, error: BaseException) -> bytes:
+    """The object record that stands for a dead actor's results."""
+    fields = encode_record(KIND_ERROR, runtime.error_frames(error))
+    return bytes(fields["d"])
+
+
+def kill(handle: ActorHandle[Any], *, no_restart: bool = True) -> None:
+    """End an actor at once; its pending and later calls raise ActorDiedError.
+
+    With ``no_restart=False`` the actor is restarted if its ``max_restarts``
+    allows, as if its process had died.
+    """
+    from . import api
+
+    if not isinstance(handle, ActorHandle):
+        raise ValueError(f"kill() expects an ActorHandle, got {type(handle).__name__}.")
+    runtime = api.current_runtime()
+    keys = runtime.keys
+    from .actor_lifecycle import actor_info
+
+    info = actor_info(runtime, handle._actor_id)
+    if not info:
+        return
+    if no_restart:
+        err = ActorDiedError(
+            f"The actor {info.get('class_name')} ({handle._actor_id}) was killed with "
+            "redray.kill()."
+        )
+        state, node, worker = runtime.scripts.actor_dead(
+            actor_id=handle._actor_id,
+            job_id=info.get("job", ""),
+            death=death_record(runtime, err),
+            name_key=info.get("name_key", ""),
+        )
+        if state == "DEAD":
+            return
+    else:
+        node, worker = info.get("node", ""), info.get("worker", "")
+    if node and worker:
+        runtime.client.publish(keys.control_channel(node), f"kill {worker}")
+    else:
+        # not placed yet: take its creation task out of the queue
+        from .actor_lifecycle import finish_unplaced
+
+        finish_unplaced(runtime, handle._actor_id)
+
+
+def fail_call(runtime: Runtime, spec_bytes: bytes, death: bytes) -> None:
+    """Publish a dead actor's death record as the result of one call."""
+    from .scripts import ReturnValue
+
+    try:
+        spec = ts.decode(spec_bytes)
+    except ValueError:
+        return
+    record = death
+    if not record:
+        err = ActorDiedError(f"The actor for {spec.function_name} is dead.")
+        record = death_record(runtime, err)
+    returns = [
+        ReturnValue(ids.return_id(spec.task_id, i + 1), record) for i in range(spec.num_returns)
+    ]
+    runtime.scripts.complete(
+        task_id=spec.task_id,
+        job_id=spec.job_id,
+        owner=spec.owner,
+        node_id=None,
+        reservation="",
+        returns=returns,
+    )

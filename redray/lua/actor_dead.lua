@@ -1,0 +1,24 @@
+-- actor_dead.lua: mark an actor dead for good; later calls fail at once with
+-- its death record (see actor_call.lua). Idempotent.
+--
+-- KEYS[1]  actor        HASH the actor's record
+-- KEYS[2]  actor_names  HASH '<namespace>:<name>' -> actor id
+-- KEYS[3]  job_actors   SET the owner job's actors (may not exist)
+--
+-- ARGV[1]  actor id
+-- ARGV[2]  death record (object record of the ActorDiedError)
+-- ARGV[3]  name key, or ''
+--
+-- Returns {previous state, node id or '', worker id or ''}.
+
+local state = redis.call('HGET', KEYS[1], 'state') or ''
+if state ~= 'DEAD' then
+  redis.call('HSET', KEYS[1], 'state', 'DEAD', 'death', ARGV[2])
+end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[1] then
+  redis.call('HDEL', KEYS[2], ARGV[3])
+end
+redis.call('SREM', KEYS[3], ARGV[1])
+local node = redis.call('HGET', KEYS[1], 'node') or ''
+local worker = redis.call('HGET', KEYS[1], 'worker') or ''
+return {state, node, worker}

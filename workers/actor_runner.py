@@ -1,0 +1,443 @@
+"""An executor turned actor: runs ``__init__`` once, then serves the mailbox.
+
+The mailbox is a Redis stream read with XREADGROUP (consumer group
+``actor``); an entry is acknowledged and deleted in the same round trip that
+publishes its results, and a synchronous actor sends that round trip
+together with its next blocking read. Entries a previous incarnation had
+read but not finished are claimed back after a restart and retried up to
+``max_task_retries`` times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from redray import ids
+from redray import task_spec as ts
+from redray.actor_lifecycle import finalize
+from redray.constants import MAILBOX_GROUP
+from redray.context import ActorContext, TaskContext
+from redray.exceptions import ActorDiedError, RayActorError, RayTaskError
+from redray.resources import from_units, parse_reservation
+from redray.scripts import Batch, Claimed, ReturnValue
+from redray.serialization import KIND_ERROR, KIND_VALUE, encode_record
+
+from . import slots as sl
+
+if TYPE_CHECKING:
+    from .executor import Executor
+
+log = logging.getLogger("redray.actor")
+
+READ_BLOCK_MS = 2000
+READ_COUNT = 64
+TERMINATE = "__ray_terminate__"
+
+
+class _Terminate(Exception):
+    pass
+
+
+class Done(NamedTuple):
+    """A finished mailbox entry, ready to publish and acknowledge."""
+
+    entry_id: bytes
+    spec: ts.TaskSpec | None
+    returns: list[ReturnValue]
+    terminate: bool = False
+
+
+class ActorRunner:
+    def __init__(self, executor: Executor, claimed: Claimed, spec: ts.TaskSpec) -> None:
+        self.ex = executor
+        self.rt = executor.runtime
+        self.keys = self.rt.keys
+        self.claimed = claimed
+        self.spec = spec
+        extra = spec.extra or {}
+        self.actor_id: str = extra["actor"]
+        self.extra = extra
+        self.mailbox = self.keys.mailbox(self.actor_id)
+        self.consumer = executor.worker_id
+        self.max_task_retries = int(extra.get("max_task_retries") or 0)
+        self.instance: Any = None
+
+    # -- life ------------------------------------------------------------------------
+    def run(self) -> None:
+        ex, rt, spec = self.ex, self.rt, self.spec
+        ex._set_state(sl.ACTOR, self.actor_id)
+        units, gpus = parse_reservation(self.claimed.reservation)
+        ex._apply_env(spec, gpus)  # for the actor's whole life
+        rt.job_id = spec.job_id
+        rt.on_block = rt.on_unblock = None  # an actor keeps what it holds while blocked
+        rt.current_actor = ActorContext(
+            actor_id=self.actor_id,
+            name=self.extra.get("name", ""),
+            namespace=self.extra.get("namespace", ""),
+            class_name=spec.function_name,
+        )
+        rt.current_task = TaskContext(
+            task_id=spec.task_id,
+            job_id=spec.job_id,
+            node_id=ex.node_id,
+            worker_id=ex.worker_id,
+            resources={k: from_units(v) for k, v in units.items()},
+            gpu_ids=list(gpus),
+            function_name=spec.function_name,
+        )
+        try:
+            cls = ex._function(spec)
+            args, kwargs = ex._arguments(spec)
+            self.instance = cls(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the actor dies with this cause
+            cause = RayTaskError(
+                f"{spec.function_name}.__init__", traceback.format_exc(), exc, pid=os.getpid()
+            )
+            err = ActorDiedError(
+                f"The actor {spec.function_name} ({self.actor_id}) died because its __init__ "
+                f"raised {type(exc).__name__}: {exc}\n{cause.traceback_str}",
+                cause=cause,
+            )
+            finalize(rt, self.actor_id, err)
+            return
+        release = int(self.extra.get("release_cpu") or 0)
+        keep = self.claimed.reservation
+        if release:
+            kept = dict(units)
+            kept["CPU"] = kept.get("CPU", 0) - release
+            shape = ",".join(f"{k}={v}" for k, v in sorted(kept.items()) if v > 0)
+            keep = shape + ";" + self.claimed.reservation.partition(";")[2]
+        alive = rt.scripts.actor_ready(
+            actor_id=self.actor_id,
+            node_id=ex.node_id,
+            task_id=spec.task_id,
+            release_cpu=release,
+            keep=keep,
+            fields={"node": ex.node_id, "worker": ex.worker_id, "pid": os.getpid()},
+        )
+        if not alive:
+            return
+        rt.current_task = None
+        try:
+            self.recover()
+            if self.extra.get("is_async"):
+                self.serve_async()
+            elif (self.extra.get("max_concurrency") or 1) > 1:
+                self.serve_threaded(int(self.extra["max_concurrency"]))
+            else:
+                self.serve()
+        except _Terminate:
+            finalize(
+                rt,
+                self.actor_id,
+                ActorDiedError(
+                    f"The actor {spec.function_name} ({self.actor_id}) exited: "
+                    "__ray_terminate__ was called."
+                ),
+            )
+
+    # -- mailbox -----------------------------------------------------------------------
+    def recover(self) -> None:
+        """Finish what an earlier incarnation read but did not acknowledge."""
+        client = self.rt.client
+        try:
+            pending = client.xpending_range(self.mailbox, MAILBOX_GROUP, "-", "+", 10_000)
+        except Exception:  # noqa: BLE001 - no group: nothing to recover
+            return
+        if not pending:
+            return
+        deliveries = {p["message_id"]: p["times_delivered"] for p in pending}
+        ids_ = [p["message_id"] for p in pending]
+        claimed = client.xclaim(self.mailbox, MAILBOX_GROUP, self.consumer, 0, ids_)
+        for entry_id, fields in claimed:
+            attempts = int(deliveries.get(entry_id, 1))
+            retries = self.max_task_retries
+            if retries != -1 and attempts - 1 > retries:
+                self._fail_entry(entry_id, fields)
+            else:
+                self._publish([self._execute(entry_id, fields)])
+
+    def _fail_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        spec_raw = fields.get(b"s", b"")
+        try:
+            spec = ts.decode(spec_raw)
+        except ValueError:
+            self._publish([Done(entry_id, None, [])])
+            return
+        err = RayActorError(
+            f"The actor {self.spec.function_name} ({self.actor_id}) died while running "
+            f"{spec.function_name}, and max_task_retries={self.max_task_retries} allows no "
+            "more attempts."
+        )
+        record = bytes(encode_record(KIND_ERROR, self.rt.error_frames(err))["d"])
+        returns = [
+            ReturnValue(ids.return_id(spec.task_id, i + 1), record) for i in range(spec.num_returns)
+        ]
+        self._publish([Done(entry_id, spec, returns)])
+
+    def _read(self, block: bool = True) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        reply = self.rt.blocking_client.xreadgroup(
+            MAILBOX_GROUP,
+            self.consumer,
+            {self.mailbox: ">"},
+            count=READ_COUNT,
+            block=READ_BLOCK_MS if block else None,
+        )
+        if not reply:
+            return []
+        return list(reply[0][1])
+
+    def _execute(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Done:
+        """Run one call."""
+        try:
+            spec = ts.decode(fields.get(b"s", b""))
+        except ValueError as exc:
+            log.error("actor %s: dropping a malformed call: %s", self.actor_id, exc)
+            return Done(entry_id, None, [])
+        method_name = (spec.extra or {}).get("method", "")
+        if method_name == TERMINATE:
+            return Done(entry_id, spec, self._encode(spec, [None] * spec.num_returns), True)
+        return Done(entry_id, spec, self._call(spec, method_name))
+
+    def _call(self, spec: ts.TaskSpec, method_name: str) -> list[ReturnValue]:
+        rt = self.rt
+        rt.current_task = TaskContext(
+            task_id=spec.task_id,
+            job_id=spec.job_id,
+            node_id=self.ex.node_id,
+            worker_id=self.ex.worker_id,
+            function_name=spec.function_name,
+        )
+        try:
+            try:
+                method = getattr(self.instance, method_name)
+                if spec.deps:
+                    rt._wait_ready(spec.deps, len(spec.deps), None)
+                args, kwargs = self.ex._arguments(spec)
+            except Exception as exc:  # noqa: BLE001
+                from .executor import _DependencyFailed
+
+                if isinstance(exc, _DependencyFailed):
+                    return self._returns(spec, [(KIND_ERROR, exc.frames)] * spec.num_returns)
+                raise
+            result = method(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                result = asyncio.run(result)
+            return self._encode(spec, self._split(spec, result))
+        except Exception as exc:  # noqa: BLE001 - the call fails, the actor lives on
+            return self._failed(spec, exc)
+        finally:
+            rt.current_task = None
+
+    def _split(self, spec: ts.TaskSpec, result: Any) -> list[Any]:
+        n = spec.num_returns
+        if n == 0:
+            return []
+        if n == 1:
+            return [result]
+        values = list(result)
+        if len(values) != n:
+            raise ValueError(
+                f"Method {spec.function_name} returned {len(values)} values, but num_returns={n}."
+            )
+        return values
+
+    def _encode(self, spec: ts.TaskSpec, values: list[Any]) -> list[ReturnValue]:
+        rt = self.rt
+        out: list[tuple[bytes, list[Any]]] = []
+        for i, value in enumerate(values):
+            try:
+                out.append((KIND_VALUE, rt.serializer.dumps(value)))
+            except Exception as exc:  # noqa: BLE001
+                msg = f"Could not serialize return value #{i} of {spec.function_name}: {exc!r}"
+                err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
+                out.append((KIND_ERROR, rt.error_frames(err)))
+        return self._returns(spec, out)
+
+    def _returns(
+        self, spec: ts.TaskSpec, results: list[tuple[bytes, list[Any]]]
+    ) -> list[ReturnValue]:
+        return [
+            self.rt.return_value(ids.return_id(spec.task_id, i + 1), kind, frames, self.consumer)
+            for i, (kind, frames) in enumerate(results)
+        ]
+
+    def _queue_publish(self, pipe: Batch, done: list[Done]) -> bool:
+        """Add results and acknowledgements to ``pipe``; True if asked to terminate."""
+        terminate = False
+        entry_ids = []
+        for item in done:
+            terminate = terminate or item.terminate
+            entry_ids.append(item.entry_id)
+            spec = item.spec
+            if spec is not None:
+                self.rt.scripts.complete(
+                    task_id=spec.task_id,
+                    job_id=spec.job_id,
+                    owner=spec.owner,
+                    node_id=None,
+                    reservation="",
+                    returns=item.returns,
+                    pipe=pipe,
+                )
+        if entry_ids:
+            pipe.command("XACK", self.mailbox, MAILBOX_GROUP, *entry_ids)
+            pipe.command("XDEL", self.mailbox, *entry_ids)
+        return terminate
+
+    def _publish(self, done: list[Done]) -> None:
+        self.rt.flush()  # nested submissions reach Redis before the results
+        pipe = Batch(self.rt.client)
+        terminate = self._queue_publish(pipe, done)
+        pipe.execute()
+        if terminate:
+            raise _Terminate
+
+    # -- serving -------------------------------------------------------------------------
+    def serve(self) -> None:
+        """One call at a time, in mailbox order; results go out with the next read."""
+        rt = self.rt
+        entries = self._read()
+        while not self.ex.stopping:
+            done = [self._execute(entry_id, fields) for entry_id, fields in entries]
+            if not done:
+                entries = self._read()
+                continue
+            rt.flush()
+            pipe = Batch(rt.blocking_client)
+            terminate = self._queue_publish(pipe, done)
+            if terminate:
+                pipe.execute()
+                raise _Terminate
+            pipe.command(
+                "XREADGROUP",
+                "GROUP",
+                MAILBOX_GROUP,
+                self.consumer,
+                "COUNT",
+                READ_COUNT,
+                "BLOCK",
+                READ_BLOCK_MS,
+                "STREAMS",
+                self.mailbox,
+                ">",
+            )
+            reply = pipe.execute()[-1]
+            entries = _entries(reply)
+
+    def serve_threaded(self, concurrency: int) -> None:
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="redray-actor")
+        slots = threading.Semaphore(concurrency)
+        stop = threading.Event()
+
+        def run_one(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+            try:
+                self._publish([self._execute(entry_id, fields)])
+            except _Terminate:
+                stop.set()
+            finally:
+                slots.release()
+
+        try:
+            while not self.ex.stopping and not stop.is_set():
+                for entry_id, fields in self._read():
+                    slots.acquire()
+                    pool.submit(run_one, entry_id, fields)
+        finally:
+            pool.shutdown(wait=True)
+        if stop.is_set():
+            raise _Terminate
+
+    def serve_async(self) -> None:  # noqa: C901
+        concurrency = int(self.extra.get("max_concurrency") or 1000)
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        stop = asyncio.Event()
+        gate = asyncio.Semaphore(concurrency)
+        io = ThreadPoolExecutor(4, thread_name_prefix="redray-actor-io")
+
+        async def handle(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+            async with gate:
+                item = await self._execute_async(entry_id, fields, io)
+                try:
+                    await loop.run_in_executor(io, self._publish, [item])
+                except _Terminate:
+                    stop.set()
+
+        async def main() -> None:
+            tasks: set[asyncio.Task[None]] = set()
+            while not self.ex.stopping and not stop.is_set():
+                entries = await loop.run_in_executor(io, self._read)
+                for entry_id, fields in entries:
+                    await gate.acquire()
+                    gate.release()
+                    task = loop.create_task(handle(entry_id, fields))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            loop.run_until_complete(main())
+        finally:
+            io.shutdown(wait=False)
+            loop.close()
+        if stop.is_set():
+            raise _Terminate
+
+    async def _execute_async(self, entry_id: bytes, fields: dict[bytes, bytes], io: Any) -> Done:
+        loop = asyncio.get_running_loop()
+        try:
+            spec = ts.decode(fields.get(b"s", b""))
+        except ValueError:
+            return Done(entry_id, None, [])
+        method_name = (spec.extra or {}).get("method", "")
+        if method_name == TERMINATE:
+            return Done(entry_id, spec, self._encode(spec, [None] * spec.num_returns), True)
+        try:
+            method = getattr(self.instance, method_name)
+            if spec.deps:
+                await loop.run_in_executor(io, self.rt._wait_ready, spec.deps, len(spec.deps), None)
+            args, kwargs = await loop.run_in_executor(io, self.ex._arguments, spec)
+        except Exception as exc:  # noqa: BLE001
+            from .executor import _DependencyFailed
+
+            if isinstance(exc, _DependencyFailed):
+                return Done(
+                    entry_id,
+                    spec,
+                    self._returns(spec, [(KIND_ERROR, exc.frames)] * spec.num_returns),
+                )
+            return Done(entry_id, spec, self._failed(spec, exc))
+        try:
+            result = method(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return Done(entry_id, spec, self._encode(spec, self._split(spec, result)))
+        except Exception as exc:  # noqa: BLE001
+            return Done(entry_id, spec, self._failed(spec, exc))
+
+    def _failed(self, spec: ts.TaskSpec, exc: BaseException) -> list[ReturnValue]:
+        err = RayTaskError(spec.function_name, _traceback(), exc, pid=os.getpid())
+        return self._returns(spec, [(KIND_ERROR, self.rt.error_frames(err))] * spec.num_returns)
+
+
+def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Entries of a raw XREADGROUP reply (a Batch does not parse replies)."""
+    if not reply:
+        return []
+    out = []
+    for entry_id, flat in reply[0][1]:
+        out.append((bytes(entry_id), {bytes(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}))
+    return out
+
+
+def _traceback() -> str:
+    return traceback.format_exc()
