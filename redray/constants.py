@@ -165,6 +165,15 @@ class Keys:
         """SET the job's non-detached actor ids, killed when the job ends."""
         return f"{self.tag}:job:{job_id}:actors"
 
+    # -- util.queue.Queue -------------------------------------------------------------
+    def queue(self, queue_id: str) -> str:
+        """LIST a Queue's items, oldest first."""
+        return f"{self.tag}:queue:{queue_id}"
+
+    def queue_free(self, queue_id: str) -> str:
+        """LIST one token per free slot of a bounded Queue."""
+        return f"{self.tag}:queue:{queue_id}:free"
+
     # -- per worker process ------------------------------------------------------
     def inbox(self, worker_id: str) -> str:
         """LIST completion notices for the tasks a driver or executor submitted."""

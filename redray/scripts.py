@@ -118,6 +118,7 @@ class Scripts:
         self._actor_call = client.register_script(_source("actor_call"))
         self._actor_ready = client.register_script(_source("actor_ready"))
         self._actor_dead = client.register_script(_source("actor_dead"))
+        self._queue_take = client.register_script(_source("queue_take"))
         self.load()
 
     def load(self) -> None:
@@ -134,6 +135,7 @@ class Scripts:
             self._actor_call,
             self._actor_ready,
             self._actor_dead,
+            self._queue_take,
         ]
         with self.client.pipeline(transaction=False) as pipe:
             for script in scripts:
@@ -359,3 +361,9 @@ class Scripts:
         reply = self._run(self._actor_dead, keys, [actor_id, death, name_key])
         state, node, worker = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
         return state, node, worker
+
+    # -- util.queue -------------------------------------------------------------------
+    def queue_take(self, items_key: str, n: int) -> list[bytes] | None:
+        """Exactly ``n`` items from a Queue's list, or None if it holds fewer."""
+        reply = self._run(self._queue_take, [items_key], [n])
+        return list(reply) if reply else None
