@@ -218,6 +218,7 @@ class ActorClass(Generic[T]):
             "meta": json.dumps(meta),
             "max_restarts": max_restarts,
             "max_task_retries": opts.get("max_task_retries") or 0,
+            "shape": shape,
         }
         status, existing = runtime.scripts.create_actor(
             actor_id=actor_id,

@@ -103,7 +103,11 @@ def process_exited(runtime: Runtime, node_id: str, actor_id: str, how: str) -> N
         return
     task_id = info.get("task", "")
     max_restarts = int(info.get("max_restarts", "0") or 0)
-    requeued = runtime.scripts.requeue(node_id, task_id, max_restarts) if task_id else 0
+    requeued = (
+        runtime.scripts.requeue(node_id, task_id, max_restarts, info.get("shape", ""))
+        if task_id
+        else 0
+    )
     if requeued == 1:
         runtime.client.hset(
             keys.actor(actor_id), mapping={"state": "RESTARTING", "node": "", "worker": ""}

@@ -153,6 +153,11 @@ class Keys:
         """HASH '<namespace>:<name>' -> actor id, for live named actors."""
         return f"{self.tag}:actornames"
 
+    @property
+    def actors(self) -> str:
+        """SET every actor id that is not dead yet, for listings."""
+        return f"{self.tag}:actors"
+
     def actor(self, actor_id: str) -> str:
         """HASH one actor: state, class, name, placement, creation task, death record."""
         return f"{self.tag}:actor:{actor_id}"

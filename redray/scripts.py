@@ -283,7 +283,7 @@ class Scripts:
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     # -- requeue -------------------------------------------------------------------
-    def requeue(self, node_id: str, task_id: str, max_retries: int) -> int:
+    def requeue(self, node_id: str, task_id: str, max_retries: int, shape: str = "") -> int:
         k = self.keys
         keys = [
             k.task_state,
@@ -294,7 +294,7 @@ class Scripts:
             k.node_running(node_id),
             k.retries,
         ]
-        return int(self._run(self._requeue, keys, [task_id, max_retries, k.ready_channel]))
+        return int(self._run(self._requeue, keys, [task_id, max_retries, k.ready_channel, shape]))
 
     # -- actors ---------------------------------------------------------------------
     def create_actor(
@@ -321,6 +321,7 @@ class Scripts:
                 k.mailbox(actor_id),
                 k.job_actors(job_id),
                 k.job_keys(job_id),
+                k.actors,
             ],
             argv,
         )
@@ -357,7 +358,7 @@ class Scripts:
     ) -> tuple[str, str, str]:
         """Mark an actor dead; returns (previous state, node id, worker id)."""
         k = self.keys
-        keys = [k.actor(actor_id), k.actor_names, k.job_actors(job_id or "-")]
+        keys = [k.actor(actor_id), k.actor_names, k.job_actors(job_id or "-"), k.actors]
         reply = self._run(self._actor_dead, keys, [actor_id, death, name_key])
         state, node, worker = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
         return state, node, worker

@@ -4,6 +4,7 @@
 -- KEYS[1]  actor        HASH the actor's record
 -- KEYS[2]  actor_names  HASH '<namespace>:<name>' -> actor id
 -- KEYS[3]  job_actors   SET the owner job's actors (may not exist)
+-- KEYS[4]  actors       SET every live actor id
 --
 -- ARGV[1]  actor id
 -- ARGV[2]  death record (object record of the ActorDiedError)
@@ -19,6 +20,7 @@ if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[1] then
   redis.call('HDEL', KEYS[2], ARGV[3])
 end
 redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
 local node = redis.call('HGET', KEYS[1], 'node') or ''
 local worker = redis.call('HGET', KEYS[1], 'worker') or ''
 return {state, node, worker}

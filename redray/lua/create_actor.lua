@@ -5,6 +5,7 @@
 -- KEYS[3]  mailbox      STREAM the new actor's calls
 -- KEYS[4]  job_actors   SET the owner job's non-detached actors
 -- KEYS[5]  job_keys     SET keys deleted when the job ends
+-- KEYS[6]  actors       SET every live actor id
 --
 -- ARGV[1]  name key '<namespace>:<name>', or '' for an unnamed actor
 -- ARGV[2]  actor id
@@ -24,6 +25,7 @@ local fields = {}
 for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], 'state', 'PENDING', unpack(fields))
 redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[4], '$', 'MKSTREAM')
+redis.call('SADD', KEYS[6], ARGV[2])
 if ARGV[3] ~= '1' then
   -- a non-detached actor's record lives as long as its job
   redis.call('SADD', KEYS[4], ARGV[2])

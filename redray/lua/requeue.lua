@@ -12,6 +12,9 @@
 -- ARGV[1]  task id
 -- ARGV[2]  max retries (-1: unlimited)
 -- ARGV[3]  ready channel
+-- ARGV[4]  the shape to queue it under, or '' for the reservation's shape
+--          (an actor gives back part of its placement, so its own record
+--          keeps the shape it needs to be placed again)
 --
 -- Returns 1 when re-queued, 0 when the budget is spent (the caller publishes
 -- the failure with complete.lua and an empty reservation), -1 when the task
@@ -32,6 +35,7 @@ end
 local max = tonumber(ARGV[2])
 local attempts = redis.call('HINCRBY', KEYS[7], tid, 1)
 if max >= 0 and attempts > max then return 0 end
+if ARGV[4] ~= nil and ARGV[4] ~= '' then shape = ARGV[4] end
 local seq = redis.call('INCR', KEYS[3])
 local member = shape .. '|' .. string.format('%014d', seq) .. '|' .. tid
 redis.call('ZADD', KEYS[2], 0, member)

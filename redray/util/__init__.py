@@ -1,6 +1,6 @@
-"""Utilities with Ray's names: ``ActorPool`` and ``queue.Queue``."""
+"""Utilities with Ray's names: ``ActorPool``, ``queue.Queue`` and ``state`` listings."""
 
-from . import queue
+from . import queue, state
 from .actor_pool import ActorPool
 
-__all__ = ["ActorPool", "queue"]
+__all__ = ["ActorPool", "queue", "state"]
