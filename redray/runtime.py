@@ -55,6 +55,9 @@ SUBMIT_BATCH = 2000
 LARGE_CACHE_BYTES = 512 * 1024 * 1024
 #: Seconds between a driver's job heartbeats.
 JOB_HEARTBEAT = 1.0
+#: Frees are sent in batches of this many, or after FREE_INTERVAL seconds.
+FREE_BATCH = 256
+FREE_INTERVAL = 0.1
 #: How long the flusher lets submissions collect before sending them.
 FLUSH_DELAY = 0.0005
 #: Longest first BLPOP sent together with submissions (holds the flush lock).
@@ -132,6 +135,10 @@ class Runtime:
         self._wake = threading.Event()
         self._closed = False
         self._stopped = False
+        self._free_lock = threading.Lock()
+        self._last_free = 0.0
+        #: owned objects too big to leave in Redis until the next batch of frees
+        self._large_owned: set[str] = set()
         #: a driver heartbeats its job so the cluster can clean up after it dies
         self._heartbeat = heartbeat
         self._flusher = threading.Thread(target=self._flush_loop, name="redray-flush", daemon=True)
@@ -275,8 +282,8 @@ class Runtime:
                 batch, self._pending = self._pending, []
             if batch:
                 self._send(batch)
-            if free:
-                self._free_now()
+        if free:
+            self._free_now()
         if self._flush_error is not None:
             err, self._flush_error = self._flush_error, None
             raise connection_error(self.settings, err)
@@ -362,14 +369,37 @@ class Runtime:
             # .remote() calls collect into one batch.
             time.sleep(FLUSH_DELAY)
             try:
-                self.flush(free=True)
+                if self._pending:
+                    self.flush(free=self._free_due())
+                elif self._free_due():
+                    self._free_now()
             except Exception:  # noqa: BLE001 - re-raised to the caller of the next API call
                 time.sleep(0.05)
 
+    def _free_due(self) -> bool:
+        """Batch deletions: free when many are due, a large object is among
+        them, or the last free was a while ago (the heartbeat timeout frees too)."""
+        refs = self.refs
+        due = len(refs.to_free) + len(refs.released)
+        if not due:
+            return False
+        if due >= FREE_BATCH or time.monotonic() - self._last_free >= FREE_INTERVAL:
+            return True
+        try:
+            return any(oid in self._large_owned for oid in list(refs.released))
+        except RuntimeError:  # the deque grew while we looked: free now
+            return True
+
     def _free_now(self) -> None:
+        with self._free_lock:
+            self._free_locked()
+
+    def _free_locked(self) -> None:
+        self._last_free = time.monotonic()
         oids = self.refs.take_to_free()
         if not oids:
             return
+        self._large_owned.difference_update(oids)
         for oid in oids:
             cached = self._large.pop(oid, None)
             if cached is not None:
@@ -420,6 +450,7 @@ class Runtime:
                 # listed first, so the job's cleanup finds it even if we die mid-write
                 self.client.sadd(self.keys.job_keys(self.job_id), key)
                 self.bulk.hset(key, fields)
+                self._large_owned.add(oid)
         except redis.ConnectionError as exc:
             raise connection_error(self.settings, exc) from exc
         except redis.ResponseError as exc:

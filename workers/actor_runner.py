@@ -24,7 +24,7 @@ from redray import task_spec as ts
 from redray.actor_lifecycle import finalize
 from redray.constants import MAILBOX_GROUP
 from redray.context import ActorContext, TaskContext
-from redray.exceptions import ActorDiedError, RayActorError, RayTaskError
+from redray.exceptions import ActorDiedError, RayTaskError
 from redray.resources import from_units, parse_reservation
 from redray.scripts import Batch, Claimed, ReturnValue
 from redray.serialization import KIND_ERROR, KIND_VALUE, encode_record
@@ -157,9 +157,10 @@ class ActorRunner:
         ids_ = [p["message_id"] for p in pending]
         claimed = client.xclaim(self.mailbox, MAILBOX_GROUP, self.consumer, 0, ids_)
         for entry_id, fields in claimed:
-            attempts = int(deliveries.get(entry_id, 1))
-            retries = self.max_task_retries
-            if retries != -1 and attempts - 1 > retries:
+            # delivered n times = run n times, each ended by a crash: n - 1 retries used
+            retries_used = int(deliveries.get(entry_id, 1)) - 1
+            budget = self.max_task_retries
+            if budget != -1 and retries_used >= budget:
                 self._fail_entry(entry_id, fields)
             else:
                 self._publish([self._execute(entry_id, fields)])
@@ -171,7 +172,7 @@ class ActorRunner:
         except ValueError:
             self._publish([Done(entry_id, None, [])])
             return
-        err = RayActorError(
+        err = ActorDiedError(
             f"The actor {self.spec.function_name} ({self.actor_id}) died while running "
             f"{spec.function_name}, and max_task_retries={self.max_task_retries} allows no "
             "more attempts."
