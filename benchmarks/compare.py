@@ -4,7 +4,7 @@
 
 Ray runs in its own virtual environment (``pip install ray==2.60.0 numpy``)
 given by ``--ray-python`` or ``$RAY_PYTHON``; without one only redray runs.
-Targets are the issue's: ratios redray/Ray (init: Ray's seconds / redray's).
+Targets are the issues': ratios redray/Ray (for seconds: Ray's / redray's).
 """
 
 from __future__ import annotations
@@ -29,7 +29,13 @@ TARGETS = {
     "small_get_per_s": ("small get (/s)", 1.0),
     "put_get_100mb_per_s": ("100 MB numpy put+get (/s)", 0.5),
     "task_100mb_arg_per_s": ("task on a 100 MB argument (/s)", None),
+    "actor_sync_calls_per_s": ("1:1 actor calls, get each (/s)", 2.0),
+    "actor_async_calls_per_s": ("10k actor calls, one get (/s)", 2.0),
+    "create_100_actors_seconds": ("100 actors, one call each (s)", 1.0),
 }
+
+#: lines where lower is better (seconds)
+SECONDS = {"init_seconds", "create_100_actors_seconds"}
 
 
 def run(python: str, backend: str, seconds: float) -> dict[str, float]:
@@ -69,7 +75,7 @@ def main() -> None:
         if mine is None:
             continue
         if theirs:
-            ratio = theirs / mine if name == "init_seconds" else mine / theirs
+            ratio = theirs / mine if name in SECONDS else mine / theirs
             ratio_s = f"{ratio:6.2f}x"
         else:
             ratio_s = "   n/a"

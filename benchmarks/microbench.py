@@ -123,6 +123,25 @@ def main() -> None:
         ray.get([nbytes.remote(big_ref) for _ in range(n)])
         return n
 
+    @ray.remote
+    class Echo:
+        def f(self) -> None:
+            return None
+
+    echo = Echo.remote()
+    ray.get(echo.f.remote())
+
+    def actor_sync() -> int:
+        n = 300
+        for _ in range(n):
+            ray.get(echo.f.remote())
+        return n
+
+    def actor_async() -> int:
+        n = 10_000
+        ray.get([echo.f.remote() for _ in range(n)])
+        return n
+
     lines: list[tuple[str, Callable[[], int]]] = [
         ("sync_tasks_per_s", sync_tasks),
         ("async_tasks_per_s", async_tasks),
@@ -131,11 +150,26 @@ def main() -> None:
         ("small_get_per_s", small_get),
         ("put_get_100mb_per_s", big_roundtrip),
         ("task_100mb_arg_per_s", task_big_arg),
+        ("actor_sync_calls_per_s", actor_sync),
+        ("actor_async_calls_per_s", actor_async),
     ]
     for name, fn in lines:
         if want(name):
             results[name] = timeit(fn, args.seconds)
             print(f"{args.backend:7s} {name:24s} {results[name]:12.1f}", file=sys.stderr)
+
+    if want("create_100_actors_seconds"):
+        # 100 new actors, one call each (measured once: it is slow on Ray)
+        t0 = time.perf_counter()
+        actors = [Echo.remote() for _ in range(100)]
+        ray.get([a.f.remote() for a in actors])
+        results["create_100_actors_seconds"] = time.perf_counter() - t0
+        print(
+            f"{args.backend:7s} create_100_actors_seconds {results['create_100_actors_seconds']:8.2f}",
+            file=sys.stderr,
+        )
+        for a in actors:
+            ray.kill(a)
 
     ray.shutdown()
     print(json.dumps(results, indent=2))
