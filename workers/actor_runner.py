@@ -154,8 +154,8 @@ class ActorRunner:
         if not pending:
             return
         deliveries = {p["message_id"]: p["times_delivered"] for p in pending}
-        ids_ = [p["message_id"] for p in pending]
-        claimed = client.xclaim(self.mailbox, MAILBOX_GROUP, self.consumer, 0, ids_)
+        ids_: list[Any] = [p["message_id"] for p in pending]
+        claimed: Any = client.xclaim(self.mailbox, MAILBOX_GROUP, self.consumer, 0, ids_)
         for entry_id, fields in claimed:
             # delivered n times = run n times, each ended by a crash: n - 1 retries used
             retries_used = int(deliveries.get(entry_id, 1)) - 1
@@ -184,7 +184,7 @@ class ActorRunner:
         self._publish([Done(entry_id, spec, returns)])
 
     def _read(self, block: bool = True) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        reply = self.rt.blocking_client.xreadgroup(
+        reply: Any = self.rt.blocking_client.xreadgroup(
             MAILBOX_GROUP,
             self.consumer,
             {self.mailbox: ">"},

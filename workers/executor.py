@@ -104,7 +104,7 @@ class Executor:
             self._set_state(sl.RUNNING, self.current.task_id)
 
     def refresh_shapes(self) -> None:
-        raw = self.client.hkeys(self.keys.shapes)
+        raw: Any = self.client.hkeys(self.keys.shapes)
         shapes = []
         for s in raw:
             shape = s.decode()
@@ -116,7 +116,7 @@ class Executor:
 
     # -- main loop -------------------------------------------------------------------
     def run(self) -> None:
-        pubsub = self.runtime.blocking_client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.runtime.blocking_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         pubsub.subscribe(self.keys.ready_channel, self.keys.node_channel(self.node_id))
         self.refresh_shapes()
         claimed: Claimed | None = None
@@ -395,7 +395,7 @@ def _count(value: Any) -> str:
 def _user_traceback() -> str:
     """The traceback without redray's own frames at its top."""
     etype, value, tb = sys.exc_info()
-    frames = traceback.extract_tb(tb)
+    frames = list(traceback.extract_tb(tb))
     frames = [f for f in frames if "workers/executor.py" not in f.filename.replace(os.sep, "/")]
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
     text += "".join(traceback.format_exception_only(etype, value))

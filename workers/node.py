@@ -105,7 +105,7 @@ class NodeAgent:
         nid = self.node_id
         with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(k.node_avail(nid), k.node_gpus(nid), k.node_running(nid))
-            pipe.hset(k.node_avail(nid), mapping=self.totals)
+            pipe.hset(k.node_avail(nid), mapping=dict(self.totals))  # type: ignore[arg-type]
             if self.gpu_ids:
                 pipe.hset(k.node_gpus(nid), mapping={g: 10_000 for g in self.gpu_ids})
             pipe.hset(k.nodes, nid, json.dumps(self.info()))
@@ -183,7 +183,7 @@ class NodeAgent:
         from redray import task_spec as ts
 
         rt = self.runtime()
-        raw = self.client.hget(self.keys.task_spec, task_id)
+        raw: Any = self.client.hget(self.keys.task_spec, task_id)
         spec = None
         if raw:
             try:
@@ -243,7 +243,7 @@ class NodeAgent:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda signum, frame: self.slots.poke())
         self.register()
-        control = self.client.pubsub(ignore_subscribe_messages=True)
+        control = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         control.subscribe(self.keys.control_channel(self.node_id))
         for _ in range(self.min_executors):
             self.spawn()
@@ -329,7 +329,7 @@ class NodeAgent:
     def reap_dead_jobs(self) -> None:
         """Clean up after drivers that stopped heartbeating (died without shutdown)."""
         cutoff = time.time() - self.config.job_timeout
-        stale = self.client.zrangebyscore(self.keys.job_beats, "-inf", cutoff)
+        stale: Any = self.client.zrangebyscore(self.keys.job_beats, "-inf", cutoff)
         for raw in stale:
             job_id = raw.decode()
             # one node does it; the lock expires if that node dies mid-way
