@@ -113,6 +113,15 @@ class Keys:
         """HASH task id -> reservation string, the tasks a node is running."""
         return f"{self.tag}:node:{node_id}:running"
 
+    def node_reaper(self, node_id: str) -> str:
+        """STRING lock held by the node recovering a dead node's work."""
+        return f"{self.tag}:node:{node_id}:reaper"
+
+    @property
+    def cancelled(self) -> str:
+        """SET ids of cancelled tasks that were running (never retried), until they end."""
+        return f"{self.tag}:task:cancelled"
+
     def node_ready(self, node_id: str) -> str:
         """LIST pushed once by a node agent when its executors may claim work."""
         return f"{self.tag}:node:{node_id}:up"

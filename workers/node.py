@@ -27,10 +27,8 @@ import redis
 
 from redray import ids
 from redray.constants import Keys
-from redray.exceptions import WorkerCrashedError
 from redray.resources import node_totals
 from redray.runtime import Runtime
-from redray.serialization import KIND_ERROR
 from redray.settings import Settings
 
 from . import slots as sl
@@ -56,6 +54,8 @@ class NodeConfig:
     idle_timeout: float = 30.0
     #: seconds without a driver heartbeat after which its job is cleaned up
     job_timeout: float = 10.0
+    #: seconds without a node heartbeat after which its work is taken over
+    node_timeout: float = 10.0
     #: embedded mode: the driver that started this node, and its private server;
     #: if the driver dies without shutdown(), the node stops both
     owner_pid: int | None = None
@@ -180,38 +180,9 @@ class NodeAgent:
 
     def recover(self, task_id: str, worker_id: str, status: int) -> None:
         """An executor died mid-task: re-queue the task or fail it."""
-        from redray import task_spec as ts
+        from redray.recovery import recover_task
 
-        rt = self.runtime()
-        raw: Any = self.client.hget(self.keys.task_spec, task_id)
-        spec = None
-        if raw:
-            try:
-                spec = ts.decode(raw)
-            except ValueError:
-                spec = None
-        max_retries = spec.max_retries if spec is not None else 0
-        outcome = rt.scripts.requeue(self.node_id, task_id, max_retries)
-        if outcome != 0 or spec is None:
-            return
-        how = _describe_exit(status)
-        err = WorkerCrashedError(
-            f"The worker running {spec.function_name} (task {task_id}) died ({how}) "
-            f"and the task's retry budget (max_retries={spec.max_retries}) is spent."
-        )
-        frames = rt.error_frames(err)
-        returns = [
-            rt.return_value(ids.return_id(task_id, i + 1), KIND_ERROR, frames, "crash")
-            for i in range(spec.num_returns)
-        ]
-        rt.scripts.complete(
-            task_id=task_id,
-            job_id=spec.job_id,
-            owner=spec.owner,
-            node_id=None,
-            reservation="",
-            returns=returns,
-        )
+        recover_task(self.runtime(), self.node_id, task_id, _describe_exit(status))
 
     def scale(self) -> None:
         counts = self.slots.counts()
@@ -261,6 +232,7 @@ class NodeAgent:
                             orphaned = True
                             break
                         self.reap_dead_jobs()
+                        self.reap_dead_nodes()
                     self.reap()
                     self.scale()
                 except redis.ConnectionError as exc:
@@ -325,6 +297,25 @@ class NodeAgent:
                 pass
         if self.config.server_dir:
             shutil.rmtree(self.config.server_dir, ignore_errors=True)
+
+    def reap_dead_nodes(self) -> None:
+        """Take over the work of nodes that stopped heartbeating."""
+        from redray.recovery import dead_nodes, recover_node
+
+        for node_id in dead_nodes(self.runtime(), self.config.node_timeout):
+            if node_id != self.node_id:
+                recover_node(self.runtime(), node_id, self.node_id)
+        if not self.client.hexists(self.keys.nodes, self.node_id):
+            # we were declared dead (e.g. cut off too long): our tasks were
+            # re-queued elsewhere, so start afresh
+            log.warning("node %s was declared dead; re-registering", self.node_id)
+            for pid in list(self.pids):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self._reap_quietly()
+            self.register()
 
     def reap_dead_jobs(self) -> None:
         """Clean up after drivers that stopped heartbeating (died without shutdown)."""
