@@ -464,11 +464,15 @@ def wait(
 def cancel(object_ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that produces ``object_ref``; ``get`` then raises TaskCancelledError.
 
-    A task that has not started is removed and never runs. A running task keeps
-    running (running-task cancellation comes with the fault-tolerance work).
+    A task that has not started is removed and never runs. A running task gets
+    KeyboardInterrupt (``force=True`` kills its executor instead, and ``get``
+    raises WorkerCrashedError); with ``recursive`` the tasks it submitted are
+    cancelled too. Cancelled tasks are not retried; cancelling a finished task
+    does nothing. A pending actor call is dropped, a running async one is
+    cancelled through asyncio; ``force=True`` on an actor call is ValueError.
     """
     _check_refs(object_ref, "cancel()")
-    current_runtime().cancel(object_ref._id)
+    current_runtime().cancel(object_ref._id, force=force)
 
 
 # -- cluster state -------------------------------------------------------------------------

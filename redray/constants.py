@@ -201,6 +201,10 @@ class Keys:
     def node_channel(self, node_id: str) -> str:
         return f"{self.tag}:ch:node:{node_id}"
 
+    def actor_channel(self, actor_id: str) -> str:
+        """Where an actor hears 'cancel <task id>' for its pending or running calls."""
+        return f"{self.tag}:ch:actor:{actor_id}"
+
     def control_channel(self, node_id: str) -> str:
         """Where a node agent hears 'kill <worker id>' requests."""
         return f"{self.tag}:ch:ctl:{node_id}"

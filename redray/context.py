@@ -116,7 +116,8 @@ class RuntimeContext:
         return {"GPU": list(task.gpu_ids) if task else []}
 
     def is_canceled(self) -> bool:
-        return False
+        """Whether ``cancel`` was called on the task running here."""
+        return bool(getattr(self._runtime, "cancel_requested", False))
 
     @property
     def was_current_actor_reconstructed(self) -> bool:

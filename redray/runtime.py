@@ -109,6 +109,12 @@ class Runtime:
         self.current_task: Any = None
         #: set in an actor's process
         self.current_actor: Any = None
+        #: cancel() reached the task this executor runs (get_runtime_context().is_canceled())
+        self.cancel_requested = False
+        #: tasks submitted by the task this executor runs (cancelled with it)
+        self.children: list[str] = []
+        #: actor call task id -> actor id, for cancel()
+        self.actor_calls: dict[str, str] = {}
         self.serializer: Serializer = serializer or CloudpickleSerializer()
         self.client = settings.client()
         self.blocking_client = settings.client(blocking=True)
@@ -244,6 +250,8 @@ class Runtime:
         returns: list[str],
     ) -> None:
         """Queue a task for the next batch; the flusher sends it."""
+        if self.current_task is not None:
+            self.children.append(task_id)
         self._enqueue(Pending("task", self.job_id, task_id, spec, shape, deps), holds, returns)
 
     def submit_actor_call(
@@ -255,6 +263,8 @@ class Runtime:
         returns: list[str],
     ) -> None:
         """Queue an actor method call; it reaches the mailbox in submission order."""
+        if returns:
+            self.actor_calls[task_id] = actor_id
         self._enqueue(Pending("call", self.job_id, task_id, spec, actor_id, ()), holds, returns)
 
     def _enqueue(
@@ -707,13 +717,38 @@ class Runtime:
             return self.serializer.dumps(fallback)
 
     # -- cancel ------------------------------------------------------------------------
-    def cancel(self, oid: str) -> bool:
-        """Cancel the task that produces ``oid`` if it has not started."""
+    def cancel(self, oid: str, force: bool = False) -> bool:
+        """Cancel the task that produces ``oid``.
+
+        A task that has not started is taken out of the scheduler and never
+        runs; a running one is interrupted (KeyboardInterrupt in its code) or,
+        with ``force``, its executor is killed. Returns False when the task
+        had already finished.
+        """
         self.flush()
         tid = ids.task_of(oid)
+        actor_id = self.actor_calls.get(tid)
+        if actor_id is not None:
+            if force:
+                raise ValueError("force=True is not supported for actor tasks.")
+            self.client.sadd(self.keys.cancelled, tid)
+            self.client.publish(self.keys.actor_channel(actor_id), f"cancel {tid}")
+            return True
         state = self.scripts.cancel(tid)
-        if state != "removed":
-            return False
+        if state == "removed":
+            self._publish_cancelled(tid)
+            return True
+        if state.startswith("R"):
+            node_id, _, worker_id = state[1:].partition(" ")
+            self.client.sadd(self.keys.cancelled, tid)
+            self.client.publish(
+                self.keys.control_channel(node_id),
+                f"cancel {worker_id} {tid}" + (" force" if force else ""),
+            )
+            return True
+        return False
+
+    def _publish_cancelled(self, tid: str) -> None:
         spec_raw = self.client.hget(self.keys.task_spec, tid)
         from . import task_spec as ts
 
@@ -733,7 +768,6 @@ class Runtime:
         self.scripts.complete(
             task_id=tid, job_id=job, owner=owner, node_id=None, reservation="", returns=returns
         )
-        return True
 
     # -- job cleanup ----------------------------------------------------------------------
     def cleanup_job(self, job_id: str) -> None:

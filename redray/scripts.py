@@ -245,6 +245,7 @@ class Scripts:
             k.job_keys(job_id),
             k.inbox(owner),
             k.retries,
+            k.cancelled,
         ]
         argv: list[Any] = [
             task_id,

@@ -24,7 +24,7 @@ from redray import task_spec as ts
 from redray.actor_lifecycle import finalize
 from redray.constants import MAILBOX_GROUP
 from redray.context import ActorContext, TaskContext
-from redray.exceptions import ActorDiedError, RayTaskError
+from redray.exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from redray.resources import from_units, parse_reservation
 from redray.scripts import Batch, Claimed, ReturnValue
 from redray.serialization import KIND_ERROR, KIND_VALUE, encode_record
@@ -68,6 +68,12 @@ class ActorRunner:
         self.consumer = executor.worker_id
         self.max_task_retries = int(extra.get("max_task_retries") or 0)
         self.instance: Any = None
+        #: calls cancel() reached (heard on the actor's channel)
+        self.cancelled: set[str] = set()
+        #: running async calls by task id, to cancel through asyncio
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.control: Any = None
 
     # -- life ------------------------------------------------------------------------
     def run(self) -> None:
@@ -125,6 +131,8 @@ class ActorRunner:
         if not alive:
             return
         rt.current_task = None
+        self.control = rt.blocking_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self.control.subscribe(self.keys.actor_channel(self.actor_id))
         try:
             self.recover()
             if self.extra.get("is_async"):
@@ -195,6 +203,28 @@ class ActorRunner:
             return []
         return list(reply[0][1])
 
+    def poll_cancels(self, timeout: float = 0) -> None:
+        """Apply 'cancel <task id>' messages heard on the actor's channel."""
+        while self.control is not None:
+            try:
+                msg = self.control.get_message(timeout=timeout)
+            except Exception:  # noqa: BLE001 - the channel is best effort
+                return
+            if msg is None:
+                return
+            data = msg.get("data")
+            if isinstance(data, bytes) and data.startswith(b"cancel "):
+                tid = data[7:].decode(errors="replace")
+                self.cancelled.add(tid)
+                task = self.tasks.get(tid)
+                if task is not None and self.loop is not None:
+                    self.loop.call_soon_threadsafe(task.cancel)
+
+    def _cancelled(self, spec: ts.TaskSpec) -> list[ReturnValue]:
+        self.cancelled.discard(spec.task_id)
+        err = TaskCancelledError(spec.task_id)
+        return self._returns(spec, [(KIND_ERROR, self.rt.error_frames(err))] * spec.num_returns)
+
     def _execute(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Done:
         """Run one call."""
         try:
@@ -205,6 +235,9 @@ class ActorRunner:
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:
             return Done(entry_id, spec, self._encode(spec, [None] * spec.num_returns), True)
+        self.poll_cancels()
+        if spec.task_id in self.cancelled:
+            return Done(entry_id, spec, self._cancelled(spec))
         return Done(entry_id, spec, self._call(spec, method_name))
 
     def _call(self, spec: ts.TaskSpec, method_name: str) -> list[ReturnValue]:
@@ -360,6 +393,7 @@ class ActorRunner:
         concurrency = int(self.extra.get("max_concurrency") or 1000)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        self.loop = loop
         stop = asyncio.Event()
         gate = asyncio.Semaphore(concurrency)
         io = ThreadPoolExecutor(4, thread_name_prefix="redray-actor-io")
@@ -385,6 +419,12 @@ class ActorRunner:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
+        def listen() -> None:
+            # cancel() of a running coroutine must not wait for the next read
+            while not stop.is_set() and not loop.is_closed():
+                self.poll_cancels(timeout=0.5)
+
+        threading.Thread(target=listen, name="redray-actor-cancel", daemon=True).start()
         try:
             loop.run_until_complete(main())
         finally:
@@ -402,6 +442,8 @@ class ActorRunner:
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:
             return Done(entry_id, spec, self._encode(spec, [None] * spec.num_returns), True)
+        if spec.task_id in self.cancelled:
+            return Done(entry_id, spec, self._cancelled(spec))
         try:
             method = getattr(self.instance, method_name)
             if spec.deps:
@@ -417,13 +459,20 @@ class ActorRunner:
                     self._returns(spec, [(KIND_ERROR, exc.frames)] * spec.num_returns),
                 )
             return Done(entry_id, spec, self._failed(spec, exc))
+        current = asyncio.current_task()
+        if current is not None:
+            self.tasks[spec.task_id] = current
         try:
             result = method(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
             return Done(entry_id, spec, self._encode(spec, self._split(spec, result)))
+        except asyncio.CancelledError:
+            return Done(entry_id, spec, self._cancelled(spec))
         except Exception as exc:  # noqa: BLE001
             return Done(entry_id, spec, self._failed(spec, exc))
+        finally:
+            self.tasks.pop(spec.task_id, None)
 
     def _failed(self, spec: ts.TaskSpec, exc: BaseException) -> list[ReturnValue]:
         err = RayTaskError(spec.function_name, _traceback(), exc, pid=os.getpid())

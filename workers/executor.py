@@ -23,7 +23,7 @@ import redis
 from redray import ids
 from redray import task_spec as ts
 from redray.context import TaskContext
-from redray.exceptions import RaySystemError, RayTaskError
+from redray.exceptions import RaySystemError, RayTaskError, TaskCancelledError
 from redray.resources import from_units, parse_reservation, parse_shape
 from redray.runtime import Runtime
 from redray.scripts import Claimed
@@ -75,6 +75,8 @@ class Executor:
         self.current_cpu = 0
         self.stopping = False
         self.idle = True
+        #: KeyboardInterrupt (cancel) may only be raised while this is set
+        self.in_user_code = False
 
     # -- state ---------------------------------------------------------------------
     def _set_state(self, state: int, task_id: str = "") -> None:
@@ -276,9 +278,25 @@ class Executor:
             err = RayTaskError(spec.function_name, traceback.format_exc(), exc, pid=os.getpid())
             return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(err))] * n
         saved_env = self._apply_env(spec, gpus)
+        runtime.cancel_requested = False
+        runtime.children = []
         try:
-            result = fn(*args, **kwargs)
+            if runtime.client.sismember(runtime.keys.cancelled, spec.task_id):
+                raise KeyboardInterrupt  # cancelled between claim and start
+            self.in_user_code = True
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                self.in_user_code = False
+        except KeyboardInterrupt:
+            self._cancel_children()
+            cancelled = TaskCancelledError(spec.task_id)
+            return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(cancelled))] * n
         except Exception as exc:  # noqa: BLE001 - becomes the task's error
+            if runtime.cancel_requested:
+                self._cancel_children()
+                err2 = TaskCancelledError(spec.task_id)
+                return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(err2))] * n
             if self._should_retry(spec, exc):
                 return "retry"
             tb = _user_traceback()
@@ -313,6 +331,14 @@ class Executor:
                 err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
                 out.append((KIND_ERROR, runtime.error_frames(err)))
         return KIND_VALUE, out
+
+    def _cancel_children(self) -> None:
+        """cancel(recursive=True): the tasks this task submitted go too."""
+        for child in self.runtime.children:
+            try:
+                self.runtime.cancel(ids.return_id(child, 1), force=False)
+            except Exception:  # noqa: BLE001 - best effort
+                log.debug("could not cancel child task %s", child)
 
     def _should_retry(self, spec: ts.TaskSpec, exc: BaseException) -> bool:
         retry = spec.retry_exceptions
@@ -418,8 +444,18 @@ def executor_main(
             os._exit(0)
         executor.stopping = True
 
+    def on_interrupt(signum: int, frame: Any) -> None:
+        # cancel(): only the task the node named, and only inside its own code
+        if executor is None or executor.current is None or executor.slots is None:
+            return
+        if executor.slots.cancel_request(executor.slot) != executor.current.task_id:
+            return
+        executor.runtime.cancel_requested = True
+        if executor.in_user_code:
+            raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
         from redray import api
 

@@ -254,7 +254,8 @@ class NodeAgent:
                 self.stop_owned_server()
 
     def handle_control(self, control: Any) -> None:
-        """Apply 'kill <worker id>' requests (``redray.kill`` of an actor here)."""
+        """Apply 'kill <worker>' (``redray.kill`` of an actor here) and
+        'cancel <worker> <task id> [force]' (``redray.cancel`` of a running task)."""
         while True:
             try:
                 msg = control.get_message(timeout=0)
@@ -265,16 +266,24 @@ class NodeAgent:
             data = msg.get("data")
             if not isinstance(data, bytes):
                 continue
-            verb, _, worker_id = data.decode(errors="replace").partition(" ")
-            if verb != "kill":
+            words = data.decode(errors="replace").split()
+            if len(words) < 2 or words[0] not in ("kill", "cancel"):
                 log.warning("node %s: ignoring control message %r", self.node_id, data[:80])
                 continue
-            for pid, (_slot, wid) in self.pids.items():
-                if wid == worker_id:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+            for pid, (slot, wid) in self.pids.items():
+                if wid != words[1]:
+                    continue
+                if words[0] == "kill" or (len(words) > 3 and words[3] == "force"):
+                    sig = signal.SIGKILL
+                else:
+                    # the executor raises KeyboardInterrupt in the task if it
+                    # still runs the task named here
+                    self.slots.set_cancel_request(slot, words[2] if len(words) > 2 else "")
+                    sig = signal.SIGINT
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
 
     def owner_died(self) -> bool:
         pid = self.config.owner_pid

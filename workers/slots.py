@@ -19,8 +19,10 @@ BLOCKED = 4
 #: the executor became an actor's process; the slot's task field holds the actor id
 ACTOR = 5
 
-_SLOT = 64
+_SLOT = 128
 _TID = 40
+#: offset of the task id a cancel request names
+_CANCEL = 1 + _TID
 
 
 class Slots:
@@ -65,6 +67,14 @@ class Slots:
     def set_task(self, slot: int, task_id: str) -> None:
         raw = task_id.encode()[:_TID].ljust(_TID, b"\0")
         self._mem[slot * _SLOT + 1 : slot * _SLOT + 1 + _TID] = raw
+
+    def cancel_request(self, slot: int) -> str:
+        raw = self._mem[slot * _SLOT + _CANCEL : slot * _SLOT + _CANCEL + _TID]
+        return raw.rstrip(b"\0").decode()
+
+    def set_cancel_request(self, slot: int, task_id: str) -> None:
+        raw = task_id.encode()[:_TID].ljust(_TID, b"\0")
+        self._mem[slot * _SLOT + _CANCEL : slot * _SLOT + _CANCEL + _TID] = raw
 
     def free_slot(self) -> int | None:
         for i in range(self.count):

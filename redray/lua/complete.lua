@@ -15,8 +15,9 @@
 -- KEYS[11] job_keys    SET keys to delete when the job ends
 -- KEYS[12] inbox       LIST the owner's completion notices
 -- KEYS[13] retries     HASH task id -> times the task was re-queued
--- KEYS[14 .. 13+3N]    per return value: obj key, waiters key, done key
--- KEYS[14+3N .. ]      per staged (large) return value: its staging key, in order
+-- KEYS[14] cancelled   SET ids of running tasks cancel() reached
+-- KEYS[15 .. 14+3N]    per return value: obj key, waiters key, done key
+-- KEYS[15+3N .. ]      per staged (large) return value: its staging key, in order
 --
 -- ARGV[1]  task id
 -- ARGV[2]  job id
@@ -52,8 +53,9 @@ redis.call('HDEL', KEYS[1], tid)
 redis.call('HDEL', KEYS[2], tid)
 redis.call('SREM', KEYS[10], tid)
 redis.call('HDEL', KEYS[13], tid)
+redis.call('SREM', KEYS[14], tid)
 
-local staged_base = 13 + 3 * N
+local staged_base = 14 + 3 * N
 if redis.call('HEXISTS', KEYS[9], jid) == 0 then
   -- the job ended while the task ran: nothing may outlive it
   local s = 0
@@ -87,7 +89,7 @@ local staged = 0
 local notices = {}
 for r = 1, N do
   local oid, mode, data = ARGV[6 + 3 * r - 2], ARGV[6 + 3 * r - 1], ARGV[6 + 3 * r]
-  local okey, wkey, dkey = KEYS[13 + 3 * r - 2], KEYS[13 + 3 * r - 1], KEYS[13 + 3 * r]
+  local okey, wkey, dkey = KEYS[14 + 3 * r - 2], KEYS[14 + 3 * r - 1], KEYS[14 + 3 * r]
   local fresh = redis.call('EXISTS', okey) == 0
   if mode == 's' then
     staged = staged + 1
