@@ -29,6 +29,7 @@ from .api import (
     shutdown,
     wait,
 )
+from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .settings import Settings
@@ -41,6 +42,7 @@ __all__ = [
     "get_actor",
     "kill",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "Settings",
     "available_resources",

@@ -18,7 +18,7 @@ from . import ids
 from . import task_spec as ts
 from .constants import RESOURCE_UNIT
 from .exceptions import ActorDiedError, PendingCallsLimitExceeded
-from .object_ref import ObjectRef
+from .generator import check_num_returns, owned_returns, result_of_call
 from .remote_function import encode_args
 from .resources import request, shape_of
 from .serialization import KIND_ERROR, encode_record
@@ -117,12 +117,9 @@ def _method_table(cls: type) -> dict[str, dict[str, Any]]:
         bad = sorted(set(opts) - METHOD_OPTIONS)
         if bad:
             raise ValueError(f"Invalid option {bad[0]!r} for actor method {cls.__name__}.{name}.")
-        n = opts.get("num_returns", 1)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(
-                f"num_returns for actor method {cls.__name__}.{name} must be an integer >= 0."
-            )
-        table[name] = {"num_returns": n}
+        generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        n = opts.get("num_returns", "streaming" if generator else 1)
+        table[name] = {"num_returns": check_num_returns(n, f"actor method {cls.__name__}.{name}")}
     return table
 
 
@@ -276,7 +273,7 @@ class _ActorOptions(Generic[T]):
 class ActorMethod:
     """``handle.method``: call ``.remote(*args)`` for an ObjectRef."""
 
-    def __init__(self, handle: ActorHandle[Any], name: str, num_returns: int) -> None:
+    def __init__(self, handle: ActorHandle[Any], name: str, num_returns: Any) -> None:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
@@ -294,9 +291,9 @@ class ActorMethod:
         bad = sorted(set(options) - METHOD_OPTIONS)
         if bad:
             raise ValueError(f"Invalid option {bad[0]!r} for actor method {self._name}.")
-        n = options.get("num_returns", self._num_returns)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"num_returns for actor method {self._name} must be an integer >= 0.")
+        n = check_num_returns(
+            options.get("num_returns", self._num_returns), f"actor method {self._name}"
+        )
         return ActorMethod(self._handle, self._name, n)
 
 
@@ -337,7 +334,7 @@ class ActorHandle(Generic[T]):
         return (ActorHandle, (self._actor_id, self._meta, self._max_pending))
 
     def _call(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: int
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: Any
     ) -> Any:
         from . import api
 
@@ -354,7 +351,7 @@ class ActorHandle(Generic[T]):
         qualname = f"{self._meta.get('class_name')}.{method}"
         tid = ids.task_id()
         packed, deps, holds = encode_args(runtime, args, kwargs, qualname)
-        returns = [ids.return_id(tid, i + 1) for i in range(num_returns)]
+        returns = owned_returns(tid, num_returns)
         spec = ts.TaskSpec(
             task_id=tid,
             job_id=runtime.job_id,
@@ -372,12 +369,7 @@ class ActorHandle(Generic[T]):
         runtime.submit_actor_call(self._actor_id, tid, ts.encode(spec), holds, returns)
         if self._max_pending > 0 and num_returns:
             self._pending.append(tid)
-        refs: list[ObjectRef[Any]] = [ObjectRef(oid, runtime) for oid in returns]
-        if num_returns == 0:
-            return None
-        if num_returns == 1:
-            return refs[0]
-        return refs
+        return result_of_call(runtime, tid, num_returns, returns)
 
 
 def handle_of(runtime: Runtime, actor_id: str) -> ActorHandle[Any]:
@@ -464,9 +456,7 @@ def fail_call(runtime: Runtime, spec_bytes: bytes, death: bytes) -> None:
     if not record:
         err = ActorDiedError(f"The actor for {spec.function_name} is dead.")
         record = death_record(runtime, err)
-    returns = [
-        ReturnValue(ids.return_id(spec.task_id, i + 1), record) for i in range(spec.num_returns)
-    ]
+    returns = [ReturnValue(ids.return_id(spec.task_id, i), record) for i in ts.result_indexes(spec)]
     runtime.scripts.complete(
         task_id=spec.task_id,
         job_id=spec.job_id,

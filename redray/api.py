@@ -24,6 +24,7 @@ import redis
 from . import ids
 from .constants import ADDRESS_FILE_NAME, Keys
 from .context import RuntimeContext
+from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .resources import from_units
@@ -445,7 +446,7 @@ def wait(
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, list):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
     for ref in object_refs:
-        if not isinstance(ref, ObjectRef):
+        if not isinstance(ref, (ObjectRef, ObjectRefGenerator)):
             raise TypeError(f"wait() expected a list of ObjectRef, got an element {ref!r}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"Invalid timeout {timeout}: it must be None or >= 0.")
@@ -453,12 +454,45 @@ def wait(
         raise ValueError(f"Invalid number of objects to return {num_returns!r}: it must be >= 1.")
     if num_returns > len(object_refs):
         raise ValueError("num_returns cannot be greater than the number of objects provided.")
-    if len({r._id for r in object_refs}) != len(object_refs):
+    if len({id(r) if isinstance(r, ObjectRefGenerator) else r._id for r in object_refs}) != len(
+        object_refs
+    ):
         raise ValueError("Wait requires a list of unique object refs.")
     if not object_refs:
         return [], []
+    if any(isinstance(r, ObjectRefGenerator) for r in object_refs):
+        return _wait_with_generators(runtime, object_refs, num_returns, timeout)
     ready_idx, rest_idx = runtime.wait([r._id for r in object_refs], num_returns, timeout)
     return [object_refs[i] for i in ready_idx], [object_refs[i] for i in rest_idx]
+
+
+def _wait_with_generators(
+    runtime: Runtime, items: list[Any], num_returns: int, timeout: float | None
+) -> tuple[list[Any], list[Any]]:
+    """wait() where a generator counts as ready when its next item (or its end) is."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        ready = [
+            x
+            for x in items
+            if (
+                x.next_ready()
+                if isinstance(x, ObjectRefGenerator)
+                else runtime.refs.is_ready(x._id)
+            )
+        ]
+        left = None if deadline is None else deadline - time.monotonic()
+        if len(ready) >= num_returns or (left is not None and left <= 0):
+            chosen = ready[:num_returns]
+            return chosen, [x for x in items if not any(x is c for c in chosen)]
+        watch: list[str] = []
+        for x in items:
+            if isinstance(x, ObjectRefGenerator):
+                watch += [x._item(x._next), x._end._id]
+                runtime.refs.own([x._item(x._next)])
+            else:
+                watch.append(x._id)
+        runtime._wait_ready(list(dict.fromkeys(watch)), 1, left)
 
 
 def cancel(object_ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:

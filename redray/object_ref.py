@@ -37,7 +37,7 @@ class ObjectRef(Generic[R]):
         return bytes.fromhex(self._id)
 
     def task_id(self) -> str:
-        return self._id[:-4]
+        return self._id[:20]
 
     def __repr__(self) -> str:
         return f"ObjectRef({self._id})"

@@ -57,8 +57,8 @@ def recover_task(
     err = WorkerCrashedError(f"The task {spec.function_name} ({task_id}) {what}.")
     frames = runtime.error_frames(err)
     returns = [
-        runtime.return_value(ids.return_id(task_id, i + 1), KIND_ERROR, frames, "crash")
-        for i in range(spec.num_returns)
+        runtime.return_value(ids.return_id(task_id, i), KIND_ERROR, frames, "crash")
+        for i in ts.result_indexes(spec)
     ]
     runtime.scripts.complete(
         task_id=task_id,

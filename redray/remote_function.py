@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 from . import ids
 from . import task_spec as ts
 from .constants import INLINE_LIMIT
+from .generator import check_num_returns, owned_returns, result_of_call
 from .object_ref import ObjectRef
 from .resources import request, shape_of
 from .serialization import frames_size, pack
@@ -62,9 +63,7 @@ def validate_task_options(options: Mapping[str, Any], where: str) -> dict[str, A
         opts.get("memory"),
         _resources_option(opts.get("resources"), where),
     )
-    num_returns = opts.get("num_returns", 1)
-    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 0:
-        raise ValueError(f"num_returns for {where} must be an integer >= 0, got {num_returns!r}.")
+    check_num_returns(opts.get("num_returns", 1), where)
     max_retries = opts.get("max_retries", DEFAULT_MAX_RETRIES)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < -1:
         raise ValueError(f"max_retries for {where} must be an integer >= -1, got {max_retries!r}.")
@@ -102,6 +101,7 @@ class RemoteFunction(Generic[R]):
             self._signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):
             self._signature = None
+        self._is_generator = inspect.isgeneratorfunction(function)
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
@@ -144,8 +144,10 @@ class RemoteFunction(Generic[R]):
         runtime.check_shape(shape, f"Task {self._name}")
         tid = ids.task_id()
         packed, deps, holds = encode_args(runtime, args, kwargs, self._name)
-        num_returns: int = opts.get("num_returns", 1)
-        returns = [ids.return_id(tid, i + 1) for i in range(num_returns)]
+        # a generator function streams its values by default, as in Ray
+        default = "streaming" if self._is_generator else 1
+        num_returns = opts.get("num_returns", default)
+        returns = owned_returns(tid, num_returns)
         extra = None
         env = opts.get("runtime_env")
         if env or opts.get("name"):
@@ -166,12 +168,7 @@ class RemoteFunction(Generic[R]):
             extra=extra,
         )
         runtime.submit(tid, shape, ts.encode(spec), deps, holds, returns)
-        refs: list[ObjectRef[Any]] = [ObjectRef(oid, runtime) for oid in returns]
-        if num_returns == 0:
-            return None
-        if num_returns == 1:
-            return refs[0]
-        return refs
+        return result_of_call(runtime, tid, num_returns, returns)
 
 
 class _BoundOptions(Generic[R]):

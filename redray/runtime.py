@@ -115,6 +115,8 @@ class Runtime:
         self.children: list[str] = []
         #: actor call task id -> actor id, for cancel()
         self.actor_calls: dict[str, str] = {}
+        #: streaming generator tasks whose items may still arrive
+        self.streams: set[str] = set()
         self.serializer: Serializer = serializer or CloudpickleSerializer()
         self.client = settings.client()
         self.blocking_client = settings.client(blocking=True)
@@ -479,6 +481,13 @@ class Runtime:
         if kind == b"t":
             self.in_flight.pop(ident, None)
             return None
+        if self.streams:
+            tid = ident[: ids.TASK_ID_LEN]
+            if tid in self.streams:
+                # a generator's items are owned as they arrive
+                self.refs.own([ident])
+                if ids.index_of(ident) == 0:
+                    self.streams.discard(tid)
         data = raw[sep + 1 :]
         held: Held | None = None
         if data:
@@ -487,7 +496,7 @@ class Runtime:
             except ValueError:
                 held = None
         self.refs.mark_ready(ident, held)
-        self.in_flight.pop(ident[:-4], None)
+        self.in_flight.pop(ident[: ids.TASK_ID_LEN], None)
         return ident
 
     def drain_inbox(self) -> list[str]:
@@ -756,14 +765,13 @@ class Runtime:
             spec = ts.decode(cast(bytes, spec_raw)) if spec_raw else None
         except ValueError:
             spec = None
-        num_returns = spec.num_returns if spec is not None else 1
+        indexes = ts.result_indexes(spec) if spec is not None else [1]
         owner = spec.owner if spec is not None else self.worker_id
         job = spec.job_id if spec is not None else self.job_id
         err = TaskCancelledError(tid)
         frames = self.error_frames(err)
         returns = [
-            self.return_value(ids.return_id(tid, i + 1), KIND_ERROR, frames, "c")
-            for i in range(num_returns)
+            self.return_value(ids.return_id(tid, i), KIND_ERROR, frames, "c") for i in indexes
         ]
         self.scripts.complete(
             task_id=tid, job_id=job, owner=owner, node_id=None, reservation="", returns=returns

@@ -228,6 +228,7 @@ class Scripts:
         reservation: str,
         returns: Sequence[ReturnValue],
         pipe: Batch | None = None,
+        final: bool = True,
     ) -> Any:
         k = self.keys
         node = node_id or "-"
@@ -254,6 +255,7 @@ class Scripts:
             k.ready_channel,
             len(returns),
             self.NOTICE_LIMIT,
+            "f" if final else "y",
         ]
         staged: list[str] = []
         for ret in returns:

@@ -32,7 +32,8 @@ class TaskSpec(NamedTuple):
     args: bytes
     #: object ids of top-level ObjectRef arguments, in DepArg index order
     deps: tuple[str, ...]
-    num_returns: int
+    #: a count, or "streaming" / "dynamic" for generator tasks
+    num_returns: int | str
     #: worker id whose inbox gets the completion notice
     owner: str
     max_retries: int
@@ -40,6 +41,16 @@ class TaskSpec(NamedTuple):
     retry_exceptions: Any
     #: rarely used options (runtime_env env_vars, name, ...), or None
     extra: dict[str, Any] | None = None
+
+
+def result_indexes(spec: TaskSpec) -> list[int]:
+    """Object indexes a task's final publish covers: its return values, or
+    the end record (index 0) of a streaming generator."""
+    if spec.num_returns == "streaming":
+        return [0]
+    if spec.num_returns == "dynamic":
+        return [1]
+    return list(range(1, int(spec.num_returns) + 1))
 
 
 def encode(spec: TaskSpec) -> bytes:

@@ -187,7 +187,7 @@ class ActorRunner:
         )
         record = bytes(encode_record(KIND_ERROR, self.rt.error_frames(err))["d"])
         returns = [
-            ReturnValue(ids.return_id(spec.task_id, i + 1), record) for i in range(spec.num_returns)
+            ReturnValue(ids.return_id(spec.task_id, i), record) for i in ts.result_indexes(spec)
         ]
         self._publish([Done(entry_id, spec, returns)])
 
@@ -222,8 +222,7 @@ class ActorRunner:
 
     def _cancelled(self, spec: ts.TaskSpec) -> list[ReturnValue]:
         self.cancelled.discard(spec.task_id)
-        err = TaskCancelledError(spec.task_id)
-        return self._returns(spec, [(KIND_ERROR, self.rt.error_frames(err))] * spec.num_returns)
+        return self._all(spec, KIND_ERROR, self.rt.error_frames(TaskCancelledError(spec.task_id)))
 
     def _execute(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Done:
         """Run one call."""
@@ -234,7 +233,9 @@ class ActorRunner:
             return Done(entry_id, None, [])
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:
-            return Done(entry_id, spec, self._encode(spec, [None] * spec.num_returns), True)
+            return Done(
+                entry_id, spec, self._encode(spec, [None] * len(ts.result_indexes(spec))), True
+            )
         self.poll_cancels()
         if spec.task_id in self.cancelled:
             return Done(entry_id, spec, self._cancelled(spec))
@@ -259,19 +260,67 @@ class ActorRunner:
                 from .executor import _DependencyFailed
 
                 if isinstance(exc, _DependencyFailed):
-                    return self._returns(spec, [(KIND_ERROR, exc.frames)] * spec.num_returns)
+                    return self._all(spec, KIND_ERROR, exc.frames)
                 raise
             result = method(*args, **kwargs)
             if inspect.iscoroutine(result):
                 result = asyncio.run(result)
+            if spec.num_returns == "streaming":
+                return self._stream(spec, result)
             return self._encode(spec, self._split(spec, result))
         except Exception as exc:  # noqa: BLE001 - the call fails, the actor lives on
             return self._failed(spec, exc)
         finally:
             rt.current_task = None
 
+    def _all(self, spec: ts.TaskSpec, kind: bytes, frames: list[Any]) -> list[ReturnValue]:
+        """The same record for every result of a call (an error, usually)."""
+        return self._returns(spec, [(kind, frames)] * len(ts.result_indexes(spec)))
+
+    def _stream(self, spec: ts.TaskSpec, gen: Any) -> list[ReturnValue]:
+        """A generator method: publish each value as it comes, then the end record."""
+        count = 0
+        try:
+            for value in gen:
+                count += 1
+                self._publish_item(spec, count, *self._value_frames(spec, count, value))
+        except Exception as exc:  # noqa: BLE001 - delivered after the values before it
+            count += 1
+            err = RayTaskError(spec.function_name, _traceback(), exc, pid=os.getpid())
+            self._publish_item(spec, count, KIND_ERROR, self.rt.error_frames(err))
+        return self._returns(spec, [(KIND_VALUE, self.rt.serializer.dumps(count))])
+
+    async def _stream_async(self, spec: ts.TaskSpec, gen: Any, io: Any) -> list[ReturnValue]:
+        loop = asyncio.get_running_loop()
+        count = 0
+        try:
+            async for value in gen:
+                count += 1
+                frames = self._value_frames(spec, count, value)
+                await loop.run_in_executor(io, self._publish_item, spec, count, *frames)
+        except Exception as exc:  # noqa: BLE001 - delivered after the values before it
+            count += 1
+            err = RayTaskError(spec.function_name, _traceback(), exc, pid=os.getpid())
+            await loop.run_in_executor(
+                io, self._publish_item, spec, count, KIND_ERROR, self.rt.error_frames(err)
+            )
+        return self._returns(spec, [(KIND_VALUE, self.rt.serializer.dumps(count))])
+
+    def _publish_item(self, spec: ts.TaskSpec, index: int, kind: bytes, frames: list[Any]) -> None:
+        ret = self.rt.return_value(ids.return_id(spec.task_id, index), kind, frames, self.consumer)
+        self.rt.flush()
+        self.rt.scripts.complete(
+            task_id=spec.task_id,
+            job_id=spec.job_id,
+            owner=spec.owner,
+            node_id=None,
+            reservation="",
+            returns=[ret],
+            final=False,
+        )
+
     def _split(self, spec: ts.TaskSpec, result: Any) -> list[Any]:
-        n = spec.num_returns
+        n = int(spec.num_returns)
         if n == 0:
             return []
         if n == 1:
@@ -283,24 +332,25 @@ class ActorRunner:
             )
         return values
 
+    def _value_frames(self, spec: ts.TaskSpec, index: int, value: Any) -> tuple[bytes, list[Any]]:
+        try:
+            return KIND_VALUE, self.rt.serializer.dumps(value)
+        except Exception as exc:  # noqa: BLE001
+            msg = f"Could not serialize return value #{index} of {spec.function_name}: {exc!r}"
+            err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
+            return KIND_ERROR, self.rt.error_frames(err)
+
     def _encode(self, spec: ts.TaskSpec, values: list[Any]) -> list[ReturnValue]:
-        rt = self.rt
-        out: list[tuple[bytes, list[Any]]] = []
-        for i, value in enumerate(values):
-            try:
-                out.append((KIND_VALUE, rt.serializer.dumps(value)))
-            except Exception as exc:  # noqa: BLE001
-                msg = f"Could not serialize return value #{i} of {spec.function_name}: {exc!r}"
-                err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
-                out.append((KIND_ERROR, rt.error_frames(err)))
-        return self._returns(spec, out)
+        return self._returns(
+            spec, [self._value_frames(spec, i + 1, value) for i, value in enumerate(values)]
+        )
 
     def _returns(
         self, spec: ts.TaskSpec, results: list[tuple[bytes, list[Any]]]
     ) -> list[ReturnValue]:
         return [
-            self.rt.return_value(ids.return_id(spec.task_id, i + 1), kind, frames, self.consumer)
-            for i, (kind, frames) in enumerate(results)
+            self.rt.return_value(ids.return_id(spec.task_id, i), kind, frames, self.consumer)
+            for i, (kind, frames) in zip(ts.result_indexes(spec), results)
         ]
 
     def _queue_publish(self, pipe: Batch, done: list[Done]) -> bool:
@@ -441,7 +491,9 @@ class ActorRunner:
             return Done(entry_id, None, [])
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:
-            return Done(entry_id, spec, self._encode(spec, [None] * spec.num_returns), True)
+            return Done(
+                entry_id, spec, self._encode(spec, [None] * len(ts.result_indexes(spec))), True
+            )
         if spec.task_id in self.cancelled:
             return Done(entry_id, spec, self._cancelled(spec))
         try:
@@ -453,11 +505,7 @@ class ActorRunner:
             from .executor import _DependencyFailed
 
             if isinstance(exc, _DependencyFailed):
-                return Done(
-                    entry_id,
-                    spec,
-                    self._returns(spec, [(KIND_ERROR, exc.frames)] * spec.num_returns),
-                )
+                return Done(entry_id, spec, self._all(spec, KIND_ERROR, exc.frames))
             return Done(entry_id, spec, self._failed(spec, exc))
         current = asyncio.current_task()
         if current is not None:
@@ -466,6 +514,10 @@ class ActorRunner:
             result = method(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
+            if spec.num_returns == "streaming":
+                if inspect.isasyncgen(result):
+                    return Done(entry_id, spec, await self._stream_async(spec, result, io))
+                return Done(entry_id, spec, self._stream(spec, result))
             return Done(entry_id, spec, self._encode(spec, self._split(spec, result)))
         except asyncio.CancelledError:
             return Done(entry_id, spec, self._cancelled(spec))
@@ -476,7 +528,7 @@ class ActorRunner:
 
     def _failed(self, spec: ts.TaskSpec, exc: BaseException) -> list[ReturnValue]:
         err = RayTaskError(spec.function_name, _traceback(), exc, pid=os.getpid())
-        return self._returns(spec, [(KIND_ERROR, self.rt.error_frames(err))] * spec.num_returns)
+        return self._all(spec, KIND_ERROR, self.rt.error_frames(err))
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

@@ -9,6 +9,7 @@ it can serve stops being empty. Functions are cached by content hash.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -24,6 +25,8 @@ from redray import ids
 from redray import task_spec as ts
 from redray.context import TaskContext
 from redray.exceptions import RaySystemError, RayTaskError, TaskCancelledError
+from redray.generator import DynamicObjectRefGenerator
+from redray.object_ref import ObjectRef
 from redray.resources import from_units, parse_reservation, parse_shape
 from redray.runtime import Runtime
 from redray.scripts import Claimed
@@ -192,6 +195,10 @@ class Executor:
         self._set_state(sl.RUNNING, claimed.task_id)
         units, gpus = parse_reservation(claimed.reservation)
         self.current_cpu = units.get("CPU", 0)
+        # a cancel() that arrived between the claim and now
+        self.runtime.cancel_requested = (
+            self.slots is not None and self.slots.cancel_request(self.slot) == claimed.task_id
+        )
         try:
             spec = ts.decode(claimed.spec)
         except ValueError as exc:
@@ -222,11 +229,10 @@ class Executor:
             finally:
                 self.current = None
             return self._claim_next()
-        kind, results = outcome
-        returns = []
-        for i, (k, frames) in enumerate(results):
-            oid = ids.return_id(spec.task_id, i + 1)
-            returns.append(runtime.return_value(oid, k, frames, self.worker_id))
+        returns = [
+            runtime.return_value(ids.return_id(spec.task_id, i), k, frames, self.worker_id)
+            for i, k, frames in outcome
+        ]
         return self._finish(claimed, spec, returns)
 
     def _finish(
@@ -266,46 +272,67 @@ class Executor:
         return None if self.stopping else self._claim()
 
     def execute(self, spec: ts.TaskSpec, gpus: dict[str, int]) -> Any:
-        """Run the task; returns (kind, [(kind, frames) per return]) or 'retry'."""
+        """Run the task; returns [(index, kind, frames)] to publish, or 'retry'.
+
+        Index 1.. are the return values; a streaming generator publishes its
+        items as it goes and returns only its end record (index 0).
+        """
         runtime = self.runtime
-        n = spec.num_returns
+        indexes = ts.result_indexes(spec)
+
+        def fail(kind_frames: list[Any]) -> list[Any]:
+            return [(i, KIND_ERROR, kind_frames) for i in indexes]
+
         try:
             fn = self._function(spec)
             args, kwargs = self._arguments(spec)
         except _DependencyFailed as failed:
-            return KIND_ERROR, [(KIND_ERROR, failed.frames)] * n
+            return fail(failed.frames)
         except Exception as exc:  # noqa: BLE001 - reported on the caller's ObjectRef
             err = RayTaskError(spec.function_name, traceback.format_exc(), exc, pid=os.getpid())
-            return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(err))] * n
+            return fail(runtime.error_frames(err))
         saved_env = self._apply_env(spec, gpus)
-        runtime.cancel_requested = False
         runtime.children = []
+        streamed = 0
         try:
-            if runtime.client.sismember(runtime.keys.cancelled, spec.task_id):
+            if runtime.cancel_requested:
                 raise KeyboardInterrupt  # cancelled between claim and start
             self.in_user_code = True
             try:
                 result = fn(*args, **kwargs)
+                if spec.num_returns in ("streaming", "dynamic"):
+                    result = self._drain(spec, result)
+                    streamed = len(result)
+                elif inspect.isgenerator(result) and isinstance(spec.num_returns, int):
+                    result = list(result) if spec.num_returns > 1 else result
             finally:
                 self.in_user_code = False
         except KeyboardInterrupt:
             self._cancel_children()
-            cancelled = TaskCancelledError(spec.task_id)
-            return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(cancelled))] * n
+            return fail(runtime.error_frames(TaskCancelledError(spec.task_id)))
+        except _StreamFailed as stream_error:
+            # the values before the error were published; the error is the next item
+            return self._stream_end(spec, stream_error.count, stream_error.error)
         except Exception as exc:  # noqa: BLE001 - becomes the task's error
             if runtime.cancel_requested:
                 self._cancel_children()
-                err2 = TaskCancelledError(spec.task_id)
-                return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(err2))] * n
+                return fail(runtime.error_frames(TaskCancelledError(spec.task_id)))
             if self._should_retry(spec, exc):
                 return "retry"
-            tb = _user_traceback()
-            err = RayTaskError(spec.function_name, tb, exc, pid=os.getpid())
-            return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(err))] * n
+            err = RayTaskError(spec.function_name, _user_traceback(), exc, pid=os.getpid())
+            return fail(runtime.error_frames(err))
         finally:
             self._restore_env(saved_env)
+        if spec.num_returns == "streaming":
+            return self._stream_end(spec, streamed, None)
+        if spec.num_returns == "dynamic":
+            refs: list[ObjectRef[Any]] = [
+                ObjectRef(ids.return_id(spec.task_id, i + 2), None) for i in range(streamed)
+            ]
+            return self._values(spec, [1], [DynamicObjectRefGenerator(refs)])
+        n = int(spec.num_returns)
         if n == 0:
-            return KIND_VALUE, []
+            return []
         values = [result]
         if n > 1:
             try:
@@ -318,19 +345,68 @@ class Executor:
                     f"num_returns={n}."
                 )
                 err = RayTaskError(spec.function_name, msg, ValueError(msg), pid=os.getpid())
-                return KIND_ERROR, [(KIND_ERROR, runtime.error_frames(err))] * n
+                return fail(runtime.error_frames(err))
+        return self._values(spec, indexes, values)
+
+    def _values(self, spec: ts.TaskSpec, indexes: list[int], values: list[Any]) -> list[Any]:
         out = []
-        for i, value in enumerate(values):
+        for i, value in zip(indexes, values):
+            out.append((i, *self._frames(spec, i, value)))
+        return out
+
+    def _frames(self, spec: ts.TaskSpec, index: int, value: Any) -> tuple[bytes, list[Any]]:
+        try:
+            return KIND_VALUE, self.runtime.serializer.dumps(value)
+        except Exception as exc:  # noqa: BLE001
+            msg = (
+                f"Could not serialize return value #{index} ({type(value).__name__}) of "
+                f"{spec.function_name}: {exc!r}"
+            )
+            err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
+            return KIND_ERROR, self.runtime.error_frames(err)
+
+    def _drain(self, spec: ts.TaskSpec, gen: Any) -> list[int]:
+        """Publish a generator's values one by one, as they are produced."""
+        if not inspect.isgenerator(gen):
+            raise TypeError(
+                f"{spec.function_name} has num_returns={spec.num_returns!r} but did not return "
+                f"a generator (it returned {type(gen).__name__})."
+            )
+        first = 2 if spec.num_returns == "dynamic" else 1
+        published: list[int] = []
+        while True:
             try:
-                out.append((KIND_VALUE, runtime.serializer.dumps(value)))
-            except Exception as exc:  # noqa: BLE001
-                msg = (
-                    f"Could not serialize return value #{i} ({type(value).__name__}) of "
-                    f"{spec.function_name}: {exc!r}"
-                )
-                err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
-                out.append((KIND_ERROR, runtime.error_frames(err)))
-        return KIND_VALUE, out
+                value = next(gen)
+            except StopIteration:
+                return published
+            except Exception as exc:  # noqa: BLE001 - delivered in order, after the values
+                if spec.num_returns == "dynamic":
+                    raise
+                err = RayTaskError(spec.function_name, _user_traceback(), exc, pid=os.getpid())
+                raise _StreamFailed(len(published), err) from None
+            index = first + len(published)
+            self.publish_item(spec, index, *self._frames(spec, index, value))
+            published.append(index)
+
+    def publish_item(self, spec: ts.TaskSpec, index: int, kind: bytes, frames: list[Any]) -> None:
+        oid = ids.return_id(spec.task_id, index)
+        ret = self.runtime.return_value(oid, kind, frames, self.worker_id)
+        self.runtime.flush()
+        self.scripts.complete(
+            task_id=spec.task_id,
+            job_id=spec.job_id,
+            owner=spec.owner,
+            node_id=self.node_id,
+            reservation="",
+            returns=[ret],
+            final=False,
+        )
+
+    def _stream_end(self, spec: ts.TaskSpec, count: int, error: RayTaskError | None) -> list[Any]:
+        if error is not None:
+            count += 1
+            self.publish_item(spec, count, KIND_ERROR, self.runtime.error_frames(error))
+        return [(0, KIND_VALUE, self.runtime.serializer.dumps(count))]
 
     def _cancel_children(self) -> None:
         """cancel(recursive=True): the tasks this task submitted go too."""
@@ -404,6 +480,12 @@ class Executor:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class _StreamFailed(Exception):
+    def __init__(self, count: int, error: RayTaskError) -> None:
+        self.count = count
+        self.error = error
 
 
 class _DependencyFailed(Exception):

@@ -25,6 +25,8 @@
 -- ARGV[4]  ready channel
 -- ARGV[5]  N, number of return values
 -- ARGV[6]  notice limit: inline values up to this size in the owner's notice
+-- ARGV[7]  'f' the task is finished, 'y' a streaming generator yielded (publish
+--          the values only: the task keeps its reservation and records)
 -- then per return value: object id, mode ('i' inline | 's' staged), data ('' when staged)
 --
 -- Returns 1 if the results were stored, 0 if the job is gone (results dropped)
@@ -34,8 +36,10 @@ local tid, jid, reservation = ARGV[1], ARGV[2], ARGV[3]
 local N = tonumber(ARGV[5])
 local notice_limit = tonumber(ARGV[6])
 
+local final = ARGV[7] ~= 'y'
+
 -- release the reservation
-if reservation ~= '' then
+if final and reservation ~= '' then
   local sep = string.find(reservation, ';', 1, true)
   local shape = string.sub(reservation, 1, sep - 1)
   local gpu_part = string.sub(reservation, sep + 1)
@@ -49,18 +53,20 @@ if reservation ~= '' then
   end
 end
 
-redis.call('HDEL', KEYS[1], tid)
-redis.call('HDEL', KEYS[2], tid)
-redis.call('SREM', KEYS[10], tid)
-redis.call('HDEL', KEYS[13], tid)
-redis.call('SREM', KEYS[14], tid)
+if final then
+  redis.call('HDEL', KEYS[1], tid)
+  redis.call('HDEL', KEYS[2], tid)
+  redis.call('SREM', KEYS[10], tid)
+  redis.call('HDEL', KEYS[13], tid)
+  redis.call('SREM', KEYS[14], tid)
+end
 
 local staged_base = 14 + 3 * N
 if redis.call('HEXISTS', KEYS[9], jid) == 0 then
   -- the job ended while the task ran: nothing may outlive it
   local s = 0
   for r = 1, N do
-    if ARGV[6 + 3 * r - 1] == 's' then
+    if ARGV[7 + 3 * r - 1] == 's' then
       s = s + 1
       redis.call('DEL', KEYS[staged_base + s])
     end
@@ -88,7 +94,7 @@ local stored = 0
 local staged = 0
 local notices = {}
 for r = 1, N do
-  local oid, mode, data = ARGV[6 + 3 * r - 2], ARGV[6 + 3 * r - 1], ARGV[6 + 3 * r]
+  local oid, mode, data = ARGV[7 + 3 * r - 2], ARGV[7 + 3 * r - 1], ARGV[7 + 3 * r]
   local okey, wkey, dkey = KEYS[14 + 3 * r - 2], KEYS[14 + 3 * r - 1], KEYS[14 + 3 * r]
   local fresh = redis.call('EXISTS', okey) == 0
   if mode == 's' then
@@ -128,7 +134,7 @@ for r = 1, N do
     end
   end
 end
-if N == 0 then notices[1] = 't' .. tid .. '\0' end
+if N == 0 and final then notices[1] = 't' .. tid .. '\0' end
 if #notices > 0 then
   redis.call('RPUSH', KEYS[12], unpack(notices))
 end
