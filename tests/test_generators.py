@@ -1,0 +1,120 @@
+"""Generator tasks: streaming, errors in order, dynamic returns, actor methods."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import redray
+
+
+@redray.remote
+def count_slowly(n: int, pause: float):
+    for i in range(n):
+        time.sleep(pause)
+        yield i
+
+
+@redray.remote
+def fail_after(n: int):
+    for i in range(n):
+        yield i
+    raise ValueError("generator broke")
+
+
+@redray.remote(num_returns="dynamic")
+def dynamic(n: int):
+    for i in range(n):
+        yield i * 10
+
+
+@redray.remote(num_returns=2)
+def two_values():
+    yield "a"
+    yield "b"
+
+
+@redray.remote
+class Streamer:
+    def numbers(self, n: int):
+        yield from range(n)
+
+
+@redray.remote
+class AsyncStreamer:
+    async def numbers(self, n: int):
+        for i in range(n):
+            await asyncio.sleep(0.01)
+            yield i
+
+
+def test_generator_returns_an_object_ref_generator(cluster):
+    gen = count_slowly.remote(3, 0)
+    assert isinstance(gen, redray.ObjectRefGenerator)
+    assert [redray.get(ref) for ref in gen] == [0, 1, 2]
+
+
+def test_each_value_is_available_before_the_generator_ends(cluster):
+    gen = count_slowly.remote(3, 2.0)
+    first = next(gen)
+    assert redray.get(first) == 0
+    # the task is still producing: its end record is not there yet
+    ready, _ = redray.wait([gen.completed()], timeout=0)
+    assert ready == []
+
+
+def test_exception_arrives_after_the_values_before_it(cluster):
+    seen = []
+    for ref in fail_after.remote(2):
+        try:
+            seen.append(redray.get(ref))
+        except ValueError:
+            seen.append("error")
+    assert seen == [0, 1, "error"]
+
+
+def test_wait_on_a_generator_reports_its_next_value(cluster):
+    gen = count_slowly.remote(2, 0)
+    ready, _ = redray.wait([gen], timeout=20)
+    assert ready == [gen]
+    assert redray.get(next(gen)) == 0
+
+
+def test_completed_resolves_when_the_generator_ends(cluster):
+    gen = count_slowly.remote(3, 0)
+    redray.get(gen.completed(), timeout=20)
+    assert [redray.get(r) for r in gen] == [0, 1, 2]
+
+
+def test_async_for_over_a_generator(cluster):
+    async def collect():
+        return [await ref async for ref in count_slowly.remote(3, 0)]
+
+    assert asyncio.run(collect()) == [0, 1, 2]
+
+
+def test_dynamic_returns_a_ref_to_the_refs(cluster):
+    refs = redray.get(dynamic.remote(3))
+    assert [redray.get(r) for r in refs] == [0, 10, 20]
+
+
+def test_generator_with_fixed_num_returns(cluster):
+    first, second = two_values.remote()
+    assert redray.get([first, second]) == ["a", "b"]
+
+
+def test_actor_generator_method_streams(cluster):
+    actor = Streamer.remote()
+    assert [redray.get(r) for r in actor.numbers.remote(4)] == [0, 1, 2, 3]
+
+
+def test_async_actor_generator_method_streams(cluster):
+    actor = AsyncStreamer.remote()
+    assert [redray.get(r) for r in actor.numbers.remote(3)] == [0, 1, 2]
+
+
+def test_bad_num_returns_is_a_value_error():
+    with pytest.raises(ValueError):
+        redray.remote(num_returns="sometimes")(lambda: 1)
