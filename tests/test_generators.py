@@ -19,8 +19,7 @@ def count_slowly(n: int, pause: float):
 
 @redray.remote
 def fail_after(n: int):
-    for i in range(n):
-        yield i
+    yield from range(n)
     raise ValueError("generator broke")
 
 
