@@ -19,6 +19,8 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import redis
+
 from redray import ids
 from redray import task_spec as ts
 from redray.actor_lifecycle import finalize
@@ -135,12 +137,15 @@ class ActorRunner:
         self.control.subscribe(self.keys.actor_channel(self.actor_id))
         try:
             self.recover()
-            if self.extra.get("is_async"):
-                self.serve_async()
-            elif (self.extra.get("max_concurrency") or 1) > 1:
-                self.serve_threaded(int(self.extra["max_concurrency"]))
-            else:
-                self.serve()
+            while True:
+                try:
+                    self.serve_mailbox()
+                    break
+                except redis.ConnectionError as exc:
+                    log.warning(
+                        "actor %s: Redis unreachable (%s); reconnecting", self.actor_id, exc
+                    )
+                    self.ex._wait_for_redis()
         except _Terminate:
             finalize(
                 rt,
@@ -191,13 +196,15 @@ class ActorRunner:
         ]
         self._publish([Done(entry_id, spec, returns)])
 
-    def _read(self, block: bool = True) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    def _read(
+        self, block: bool = True, own_pending: bool = False
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         reply: Any = self.rt.blocking_client.xreadgroup(
             MAILBOX_GROUP,
             self.consumer,
-            {self.mailbox: ">"},
-            count=READ_COUNT,
-            block=READ_BLOCK_MS if block else None,
+            {self.mailbox: "0" if own_pending else ">"},
+            count=None if own_pending else READ_COUNT,
+            block=None if own_pending or not block else READ_BLOCK_MS,
         )
         if not reply:
             return []
@@ -377,12 +384,32 @@ class ActorRunner:
         return terminate
 
     def _publish(self, done: list[Done]) -> None:
-        self.rt.flush()  # nested submissions reach Redis before the results
-        pipe = Batch(self.rt.client)
-        terminate = self._queue_publish(pipe, done)
-        pipe.execute()
+        """Publish results and acknowledge their entries; across a Redis outage
+        this is retried (it is idempotent), never re-run: a method call must not
+        change the actor's state twice."""
+        while True:
+            try:
+                self.rt.flush()  # nested submissions reach Redis before the results
+                pipe = Batch(self.rt.client)
+                terminate = self._queue_publish(pipe, done)
+                pipe.execute()
+                break
+            except redis.ConnectionError:
+                self.ex._wait_for_redis()
         if terminate:
             raise _Terminate
+
+    def serve_mailbox(self) -> None:
+        # calls read before an outage but never answered come first
+        pending = self._read(own_pending=True)
+        if pending:
+            self._publish([self._execute(entry_id, fields) for entry_id, fields in pending])
+        if self.extra.get("is_async"):
+            self.serve_async()
+        elif (self.extra.get("max_concurrency") or 1) > 1:
+            self.serve_threaded(int(self.extra["max_concurrency"]))
+        else:
+            self.serve()
 
     # -- serving -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -398,8 +425,7 @@ class ActorRunner:
             pipe = Batch(rt.blocking_client)
             terminate = self._queue_publish(pipe, done)
             if terminate:
-                pipe.execute()
-                raise _Terminate
+                self._publish(done)
             pipe.command(
                 "XREADGROUP",
                 "GROUP",
@@ -413,7 +439,12 @@ class ActorRunner:
                 self.mailbox,
                 ">",
             )
-            reply = pipe.execute()[-1]
+            try:
+                reply = pipe.execute()[-1]
+            except redis.ConnectionError:
+                self._publish(done)  # retried until Redis is back
+                entries = self._read()
+                continue
             entries = _entries(reply)
 
     def serve_threaded(self, concurrency: int) -> None:

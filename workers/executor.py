@@ -120,60 +120,107 @@ class Executor:
         self.shapes = shapes
 
     # -- main loop -------------------------------------------------------------------
-    def run(self) -> None:
+    def _subscribe(self) -> Any:
         pubsub = self.runtime.blocking_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         pubsub.subscribe(self.keys.ready_channel, self.keys.node_channel(self.node_id))
-        self.refresh_shapes()
+        return pubsub
+
+    def run(self) -> None:
+        """Claim and run tasks until stopped; ride out Redis outages."""
         claimed: Claimed | None = None
-        just_claimed = False
+        pubsub: Any = None
         try:
             while not self.stopping:
-                if claimed is None:
-                    self.idle = True
-                    self._set_state(sl.IDLE)
-                    # drain notifications that piled up while busy
-                    stale = drained = False
-                    while True:
-                        msg = pubsub.get_message(timeout=0)
-                        if msg is None:
-                            break
-                        drained = True
-                        stale = stale or self._note(msg)
-                    if stale:
-                        self.refresh_shapes()
-                    # the pipeline that published the last result already tried
-                    # to claim; only a notification since then is worth a retry
-                    if not just_claimed or stale or drained:
-                        try:
-                            claimed = self._claim()
-                        except redis.ConnectionError:
-                            raise
-                        except Exception:  # noqa: BLE001 - e.g. a foreign value at a redray key
-                            log.exception("executor %s: claim failed", self.worker_id)
-                            time.sleep(BACKOFF)
-                            continue
-                    just_claimed = False
-                    if claimed is None:
-                        msg = pubsub.get_message(timeout=IDLE_WAIT)
-                        if msg is None or self._note(msg):
-                            self.refresh_shapes()
-                        continue
-                self.idle = False
                 try:
-                    claimed = self.run_one(claimed)
-                    just_claimed = True
-                except redis.ConnectionError:
-                    raise
-                except Exception:  # noqa: BLE001 - bad data must not kill the executor
-                    log.exception("executor %s: unexpected error; carrying on", self.worker_id)
+                    if pubsub is None:
+                        pubsub = self._subscribe()
+                        self.refresh_shapes()
+                        # a claim whose reply was lost in an outage is still ours
+                        claimed = self.adopt()
+                    self.serve(pubsub, claimed)
+                    return
+                except redis.ConnectionError as exc:
                     claimed = None
-                    time.sleep(BACKOFF)
+                    log.warning(
+                        "executor %s: Redis unreachable (%s); reconnecting", self.worker_id, exc
+                    )
+                    _close(pubsub)
+                    pubsub = None
+                    self._wait_for_redis()
         finally:
             self.idle = True
+            _close(pubsub)
+
+    def _wait_for_redis(self) -> None:
+        delay = 0.1
+        while not self.stopping:
             try:
-                pubsub.close()
-            except Exception:  # noqa: BLE001
-                pass
+                self.client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def adopt(self) -> Claimed | None:
+        """A task claim.lua gave this executor whose reply never arrived."""
+        running: Any = self.client.hgetall(self.keys.node_running(self.node_id))
+        if not running:
+            return None
+        tids = list(running)
+        states: Any = self.client.hmget(self.keys.task_state, tids)
+        mine = f"R{self.node_id} {self.worker_id}".encode()
+        for tid, state in zip(tids, states):
+            if state == mine:
+                spec: Any = self.client.hget(self.keys.task_spec, tid)
+                log.warning(
+                    "executor %s: resuming task %s claimed before an outage", self.worker_id, tid
+                )
+                return Claimed(tid.decode(), spec or b"", running[tid].decode())
+        return None
+
+    def serve(self, pubsub: Any, claimed: Claimed | None) -> None:
+        just_claimed = False
+        while not self.stopping:
+            if claimed is None:
+                self.idle = True
+                self._set_state(sl.IDLE)
+                # drain notifications that piled up while busy
+                stale = drained = False
+                while True:
+                    msg = pubsub.get_message(timeout=0)
+                    if msg is None:
+                        break
+                    drained = True
+                    stale = stale or self._note(msg)
+                if stale:
+                    self.refresh_shapes()
+                # the pipeline that published the last result already tried
+                # to claim; only a notification since then is worth a retry
+                if not just_claimed or stale or drained:
+                    try:
+                        claimed = self._claim()
+                    except redis.ConnectionError:
+                        raise
+                    except Exception:  # noqa: BLE001 - e.g. a foreign value at a redray key
+                        log.exception("executor %s: claim failed", self.worker_id)
+                        time.sleep(BACKOFF)
+                        continue
+                just_claimed = False
+                if claimed is None:
+                    msg = pubsub.get_message(timeout=IDLE_WAIT)
+                    if msg is None or self._note(msg):
+                        self.refresh_shapes()
+                    continue
+            self.idle = False
+            try:
+                claimed = self.run_one(claimed)
+                just_claimed = True
+            except redis.ConnectionError:
+                raise
+            except Exception:  # noqa: BLE001 - bad data must not kill the executor
+                log.exception("executor %s: unexpected error; carrying on", self.worker_id)
+                claimed = None
+                time.sleep(BACKOFF)
 
     def _note(self, msg: dict[str, Any]) -> bool:
         """True when a notification names a shape we have not seen."""
@@ -255,7 +302,14 @@ class Executor:
         )
         if not self.stopping and self.shapes:
             self.scripts.claim(self.node_id, self.worker_id, self.shapes, pipe=pipe)
-        replies = pipe.execute()
+        try:
+            replies = pipe.execute()
+        except redis.ConnectionError:
+            # publishing is idempotent (first write wins, the reservation is
+            # released once): retry it alone until Redis is back; a claim
+            # that ran without its reply reaching us is adopted on reconnect
+            self._publish_until_done(claimed, spec, returns)
+            replies = []
         self.current = None
         self.current_cpu = 0
         runtime.current_task = None
@@ -265,6 +319,25 @@ class Executor:
         if len(replies) > 1:
             return self.scripts.parse_claim(replies[1])
         return None
+
+    def _publish_until_done(
+        self, claimed: Claimed, spec: ts.TaskSpec | None, returns: list[Any]
+    ) -> None:
+        while True:
+            self._wait_for_redis()
+            try:
+                self.scripts.complete(
+                    task_id=claimed.task_id,
+                    job_id=spec.job_id if spec else "",
+                    owner=spec.owner if spec else "-",
+                    node_id=self.node_id,
+                    reservation=claimed.reservation,
+                    returns=returns,
+                )
+                return
+            except redis.ConnectionError:
+                if self.stopping:
+                    raise
 
     def _claim_next(self) -> Claimed | None:
         self._set_state(sl.IDLE)
@@ -491,6 +564,14 @@ class _StreamFailed(Exception):
 class _DependencyFailed(Exception):
     def __init__(self, frames: list[Any]) -> None:
         self.frames = frames
+
+
+def _close(pubsub: Any) -> None:
+    if pubsub is not None:
+        try:
+            pubsub.close()
+        except Exception:  # noqa: BLE001 - it is being thrown away
+            pass
 
 
 def _count(value: Any) -> str:

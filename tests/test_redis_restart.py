@@ -1,0 +1,118 @@
+"""kill -9 of the Redis server (AOF, appendfsync always) mid-workload, then a
+restart: no submitted task and no finished result is lost."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+import redray
+from conftest import start_node
+from redray.server import ServerProcess, free_port, launch_server, wait_ready
+from redray.settings import Settings
+
+
+@redray.remote
+def slow_identity(i: int) -> int:
+    time.sleep(0.05)
+    return i
+
+
+@redray.remote
+class Tally:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, x: int) -> int:
+        self.total += x
+        return self.total
+
+
+class PersistentServer:
+    """A server with the documented persistence settings, restartable in place."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.server: ServerProcess | None = None
+
+    def start(self) -> None:
+        self.server = launch_server(
+            port=self.port,
+            directory=self.directory,
+            appendonly=True,
+            extra_args=["--appendfsync", "always"],
+        )
+        self.server.owns_directory = False
+        wait_ready(self.server)
+
+    def kill(self) -> None:
+        assert self.server is not None
+        self.server.process.kill()
+        self.server.process.wait()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+@pytest.fixture
+def persistent(tmp_path) -> Iterator[PersistentServer]:
+    server = PersistentServer(str(tmp_path / "data"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_tasks_survive_a_redis_kill_and_restart(persistent):
+    settings = Settings(host="127.0.0.1", port=persistent.port)
+    node = start_node(settings, num_cpus=2)
+    try:
+        redray.init(address=settings.to_url())
+        refs = [slow_identity.remote(i) for i in range(80)]
+        assert redray.get(refs[0], timeout=30) == 0
+        persistent.kill()
+        time.sleep(1.0)
+        persistent.start()
+        assert redray.get(refs, timeout=90) == list(range(80))
+        redray.shutdown()
+    finally:
+        node.stop()
+
+
+def test_actor_mailbox_survives_a_redis_kill_and_restart(persistent):
+    settings = Settings(host="127.0.0.1", port=persistent.port)
+    node = start_node(settings, num_cpus=2)
+    try:
+        redray.init(address=settings.to_url())
+        tally = Tally.remote()
+        assert redray.get(tally.add.remote(1), timeout=30) == 1
+        persistent.kill()
+        time.sleep(1.0)
+        persistent.start()
+        refs = [tally.add.remote(1) for _ in range(5)]
+        assert redray.get(refs, timeout=90) == [2, 3, 4, 5, 6]
+        redray.shutdown()
+    finally:
+        node.stop()
+
+
+def test_get_while_redis_is_down_raises_connection_error(persistent):
+    settings = Settings(host="127.0.0.1", port=persistent.port)
+    node = start_node(settings, num_cpus=1)
+    try:
+        redray.init(address=settings.to_url())
+        ref = slow_identity.remote(1)
+        assert redray.get(ref, timeout=30) == 1
+        persistent.kill()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(ConnectionError, match=str(persistent.port)):
+                redray.get(slow_identity.remote(2), timeout=60)
+        persistent.start()
+        redray.shutdown()
+    finally:
+        node.stop()
