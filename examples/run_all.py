@@ -80,6 +80,9 @@ EXAMPLES: dict[str, Expect] = {
         )
     ),
     "blocking_get.py": Expect(lines=("f ran while g was blocked",)),
+    "generator_stream.py": Expect(
+        patterns=tuple(rf"^{i} \(after \d+\.\d s\)$" for i in range(5)),
+    ),
     # seed 004 (a Japanese Ray primer)
     "square.py": Expect(lines=("[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]",)),
     "put_shared.py": Expect(lines=("sum of range(1000000) = 499999500000",)),
@@ -118,7 +121,17 @@ def check_output(name: str, stdout: str) -> list[str]:
             problems.append(f"no line matches {pattern!r}")
     if name == "slow_function.py":
         problems.extend(_check_parallel(stdout))
+    if name == "generator_stream.py":
+        problems.extend(_check_streaming(stdout))
     return problems
+
+
+def _check_streaming(stdout: str) -> list[str]:
+    """The values must arrive one by one, not all when the task ends."""
+    times = [float(t) for t in re.findall(r"\(after (\d+\.\d) s\)", stdout)]
+    if len(times) == 5 and times[-1] - times[0] < 1.0:
+        return [f"the 5 values arrived together ({times}), not streamed"]
+    return []
 
 
 def _check_parallel(stdout: str) -> list[str]:

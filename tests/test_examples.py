@@ -128,3 +128,7 @@ def test_expected_output_checks_catch_a_wrong_result() -> None:
     )
     assert run_all.check_output("wait_sleep.py", good_wait) == []
     assert run_all.check_output("wait_sleep.py", good_wait.replace("True", "False"))
+    streamed = "".join(f"{i} (after {0.5 + i * 0.5:.1f} s)\n" for i in range(5))
+    assert run_all.check_output("generator_stream.py", streamed) == []
+    at_once = "".join(f"{i} (after 2.6 s)\n" for i in range(5))
+    assert run_all.check_output("generator_stream.py", at_once)
