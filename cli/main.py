@@ -7,8 +7,8 @@
 * ``redray status``: the nodes and resources of a cluster.
 
 ``start`` keeps its processes detached (own session, output in
-``<tmp>/redray/session_*/logs``) so they outlive it, records them in
-``<tmp>/redray/started.json`` (pid, kind and process creation time, so that
+``<tmp>/redray-sessions/session_*/logs``) so they outlive it, records them in
+``<tmp>/redray-sessions/started.json`` (pid, kind and process creation time, so that
 ``stop`` never signals a pid the system has since reused) and writes the
 cluster's address to ``redray.api.address_file()``, where
 ``redray.init(address="auto")`` looks. ``<tmp>`` is ``tempfile.gettempdir()``
@@ -58,7 +58,7 @@ KIND_NAMES = {"node": "node agent", "server": "Redis server"}
 
 # -- where things live ----------------------------------------------------------------------
 def redray_dir() -> Path:
-    """``<tmp>/redray``: the address file, the state file and the session directories."""
+    """``<tmp>/redray-sessions``: the address file, the state file and the session directories."""
     return api.address_file().parent
 
 

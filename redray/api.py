@@ -102,7 +102,9 @@ def is_initialized() -> bool:
 
 
 def address_file() -> Path:
-    return Path(tempfile.gettempdir()) / "redray" / ADDRESS_FILE_NAME
+    # "redray-sessions", not "redray": a directory named like the package in
+    # the temp dir would shadow it for scripts run from there
+    return Path(tempfile.gettempdir()) / "redray-sessions" / ADDRESS_FILE_NAME
 
 
 def _resolve_address(address: str | None) -> str | None:

@@ -710,7 +710,11 @@ class Runtime:
         if "d" in fields:
             return ReturnValue(oid, bytes(fields["d"]))
         key = self.keys.staged(oid, attempt)
-        self.client.delete(key)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(key)
+            # listed first: a writer killed before publishing leaves nothing behind
+            pipe.sadd(self.keys.job_keys(self.job_id), key)
+            pipe.execute()
         self.bulk.hset(key, fields)
         return ReturnValue(oid, None, attempt)
 

@@ -123,8 +123,15 @@ def launch_server(
         "536870912",
         *(extra_args or []),
     ]
+    # its own session: a Ctrl-C in the driver's terminal must not kill the
+    # server under the driver's orderly shutdown (the node agent stops it if
+    # the driver dies without one)
     proc = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     return ServerProcess(proc, host, chosen, workdir, owns)
 

@@ -73,15 +73,15 @@ def server_args() -> list[str]:
 
 @pytest.fixture
 def redray_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private ``<tmp>/redray`` for the address and state files; stops leftovers."""
+    """A private ``<tmp>/redray-sessions`` for the address and state files; stops leftovers."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", None)
     monkeypatch.delenv("REDRAY_ADDRESS", raising=False)
     assert Path(tempfile.gettempdir()) == tmp
-    assert api.address_file().parent == tmp / "redray"
-    yield tmp / "redray"
+    assert api.address_file().parent == tmp / "redray-sessions"
+    yield tmp / "redray-sessions"
     # safety net for a failed test: nothing it started may outlive it
     leftovers = [psutil.Process(e["pid"]) for e in main.read_state() if main.live_process(e)]
     if leftovers:

@@ -302,14 +302,16 @@ class Executor:
         )
         if not self.stopping and self.shapes:
             self.scripts.claim(self.node_id, self.worker_id, self.shapes, pipe=pipe)
+        adopted: Claimed | None = None
         try:
             replies = pipe.execute()
         except redis.ConnectionError:
             # publishing is idempotent (first write wins, the reservation is
-            # released once): retry it alone until Redis is back; a claim
-            # that ran without its reply reaching us is adopted on reconnect
+            # released once): retry it alone until Redis is back; the claim
+            # may have run without its reply reaching us: adopt what it took
             self._publish_until_done(claimed, spec, returns)
             replies = []
+            adopted = self.adopt()
         self.current = None
         self.current_cpu = 0
         runtime.current_task = None
@@ -318,7 +320,7 @@ class Executor:
         self._set_state(sl.IDLE)
         if len(replies) > 1:
             return self.scripts.parse_claim(replies[1])
-        return None
+        return adopted
 
     def _publish_until_done(
         self, claimed: Claimed, spec: ts.TaskSpec | None, returns: list[Any]

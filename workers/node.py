@@ -76,6 +76,8 @@ class NodeAgent:
         # actors hold a slot each for their whole life, beyond the task executors
         self.slots = sl.Slots(self.max_executors + MAX_ACTORS)
         self.pids: dict[int, tuple[int, str]] = {}  # pid -> (slot, worker id)
+        #: (slot state, task or actor id, worker id, exit status) of exited executors
+        self.orphans: list[tuple[int, str, str, int]] = []
         self.idle_since: dict[int, float] = {}
         self.client = self.settings.client()
         self.stopping = False
@@ -160,9 +162,9 @@ class NodeAgent:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             entry = self.pids.pop(pid, None)
             if entry is None:
                 continue
@@ -170,6 +172,14 @@ class NodeAgent:
             state = self.slots.state(slot)
             task_id = self.slots.task(slot)
             self.slots.set_state(slot, sl.FREE)
+            # kept until done: Redis may be down right now
+            self.orphans.append((state, task_id, worker_id, status))
+        self.recover_orphans()
+
+    def recover_orphans(self) -> None:
+        """Re-queue (or restart) what exited executors held; retried until Redis answers."""
+        while self.orphans:
+            state, task_id, worker_id, status = self.orphans[0]
             self.client.delete(self.keys.inbox(worker_id))
             if state == sl.ACTOR and task_id:
                 from redray.actor_lifecycle import process_exited
@@ -177,6 +187,7 @@ class NodeAgent:
                 process_exited(self.runtime(), self.node_id, task_id, _describe_exit(status))
             elif state in (sl.RUNNING, sl.BLOCKED) and task_id:
                 self.recover(task_id, worker_id, status)
+            self.orphans.pop(0)
 
     def recover(self, task_id: str, worker_id: str, status: int) -> None:
         """An executor died mid-task: re-queue the task or fail it."""
@@ -226,16 +237,21 @@ class NodeAgent:
                 try:
                     now = time.monotonic()
                     if now - last_beat >= HEARTBEAT_INTERVAL:
-                        self.client.zadd(self.keys.heartbeats, {self.node_id: time.time()})
-                        last_beat = now
+                        # checked before touching Redis: the driver may have
+                        # taken its private server down with it
                         if self.owner_died():
                             orphaned = True
                             break
+                        self.client.zadd(self.keys.heartbeats, {self.node_id: time.time()})
+                        last_beat = now
                         self.reap_dead_jobs()
                         self.reap_dead_nodes()
                     self.reap()
                     self.scale()
                 except redis.ConnectionError as exc:
+                    if self.owner_died():
+                        orphaned = True
+                        break
                     log.warning("node %s: Redis unreachable (%s); retrying", self.node_id, exc)
                     time.sleep(1.0)
                 # sleep until an executor pokes (busy/blocked), a child exits
