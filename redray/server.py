@@ -106,6 +106,10 @@ def launch_server(
         "",
         "--appendonly",
         "yes" if appendonly else "no",
+        # with AOF on, every write is on disk before it is acknowledged, so a
+        # kill -9 of the server loses nothing (the documented setting)
+        "--appendfsync",
+        "always",
         "--daemonize",
         "no",
         "--protected-mode",
