@@ -36,7 +36,8 @@ class RayTaskError(RayError):
         self.proctitle = proctitle
         self.pid = pid
         self.ip = ip
-        super().__init__(function_name, traceback_str)
+        # not super(): in the dual class the next __init__ would be the user's
+        Exception.__init__(self, function_name, traceback_str)
 
     def __str__(self) -> str:
         return (
@@ -48,7 +49,14 @@ class RayTaskError(RayError):
     def __reduce__(self) -> Any:
         return (
             RayTaskError,
-            (self.function_name, self.traceback_str, self.cause, self.proctitle, self.pid, self.ip),
+            (
+                self.function_name,
+                self.traceback_str,
+                _portable(self.cause),
+                self.proctitle,
+                self.pid,
+                self.ip,
+            ),
         )
 
     def as_instanceof_cause(self) -> RayTaskError:
@@ -69,6 +77,34 @@ class RayTaskError(RayError):
         )
         err.args = cause.args if cause.args else err.args
         return err
+
+
+class _ExceptionState:
+    """Rebuilds an exception without calling its ``__init__``.
+
+    Pickling an exception re-runs ``cls(*args)``, which fails for classes whose
+    ``__init__`` takes other arguments than it passes to ``Exception``; this
+    restores ``args`` and the attributes instead.
+    """
+
+    def __init__(self, cls: type, args: tuple[Any, ...], state: dict[str, Any]) -> None:
+        self.cls, self.args, self.state = cls, args, state
+
+    def __reduce__(self) -> Any:
+        return (_restore_exception, (self.cls, self.args, self.state))
+
+
+def _restore_exception(cls: type, args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    err: BaseException = cls.__new__(cls)  # type: ignore[call-overload]
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+def _portable(cause: BaseException | None) -> Any:
+    if cause is None or type(cause).__reduce__ is not BaseException.__reduce__:
+        return cause  # None, or a class that pickles itself its own way
+    return _ExceptionState(type(cause), cause.args, dict(cause.__dict__))
 
 
 _DUAL_CLASSES: dict[type, type] = {}
