@@ -365,6 +365,7 @@ class ActorHandle(Generic[T]):
             max_retries=0,
             retry_exceptions=False,
             extra={"method": method, "actor": self._actor_id},
+            namespace=runtime.namespace,
         )
         runtime.submit_actor_call(self._actor_id, tid, ts.encode(spec), holds, returns)
         if self._max_pending > 0 and num_returns:

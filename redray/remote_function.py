@@ -166,6 +166,7 @@ class RemoteFunction(Generic[R]):
             max_retries=opts.get("max_retries", DEFAULT_MAX_RETRIES),
             retry_exceptions=tuple(retry) if isinstance(retry, (list, tuple)) else retry,
             extra=extra,
+            namespace=runtime.namespace,
         )
         runtime.submit(tid, shape, ts.encode(spec), deps, holds, returns)
         return result_of_call(runtime, tid, num_returns, returns)

@@ -41,6 +41,8 @@ class TaskSpec(NamedTuple):
     retry_exceptions: Any
     #: rarely used options (runtime_env env_vars, name, ...), or None
     extra: dict[str, Any] | None = None
+    #: the submitting job's namespace (named actors are looked up in it)
+    namespace: str = ""
 
 
 def result_indexes(spec: TaskSpec) -> list[int]:

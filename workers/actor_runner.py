@@ -84,6 +84,7 @@ class ActorRunner:
         units, gpus = parse_reservation(self.claimed.reservation)
         ex._apply_env(spec, gpus)  # for the actor's whole life
         rt.job_id = spec.job_id
+        rt.namespace = self.extra.get("namespace", "")
         rt.on_block = rt.on_unblock = None  # an actor keeps what it holds while blocked
         rt.current_actor = ActorContext(
             actor_id=self.actor_id,

@@ -260,6 +260,7 @@ class Executor:
             self.stopping = True
             return None
         runtime.job_id = spec.job_id
+        runtime.namespace = spec.namespace
         runtime.current_task = TaskContext(
             task_id=spec.task_id,
             job_id=spec.job_id,
