@@ -12,9 +12,9 @@ import threading
 import time
 
 import pytest
+from conftest import worker_env
 
 import redray
-from conftest import worker_env
 from redray.exceptions import (
     ActorDiedError,
     PendingCallsLimitExceeded,
