@@ -86,6 +86,10 @@ EXAMPLES: dict[str, Expect] = {
     # seed 004 (a Japanese Ray primer)
     "square.py": Expect(lines=("[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]",)),
     "put_shared.py": Expect(lines=("sum of range(1000000) = 499999500000",)),
+    # seed 001 (the Japanese "Ray Actors" tutorial)
+    "counter_actor.py": Expect(lines=("init_value=0, after_increment_value=1",)),
+    "increment_in_task.py": Expect(lines=("count=10",)),
+    "named_counter.py": Expect(lines=("counter_origin_value=1", "counter_from_namespace_value=2")),
 }
 
 
