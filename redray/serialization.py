@@ -40,6 +40,10 @@ class CloudpickleSerializer:
     """cloudpickle with protocol 5 out-of-band buffers (the default)."""
 
     def dumps(self, value: Any) -> list[Frame]:
+        if _plain(value):
+            # the C pickler, for values that pickle the same either way: several
+            # times faster than cloudpickle's Python-level pickler
+            return [pickle.dumps(value, protocol=5)]
         buffers: list[pickle.PickleBuffer] = []
         head = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
         frames: list[Frame] = [head]
@@ -50,6 +54,24 @@ class CloudpickleSerializer:
 
     def loads(self, frames: Sequence[Frame]) -> Any:
         return pickle.loads(frames[0], buffers=frames[1:])
+
+
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """A scalar, or a small list/tuple/dict of plain values (no functions,
+    classes or buffers that only cloudpickle or protocol 5 buffers handle)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return kind is not bytes or len(value) < 65536
+    if depth > 2 or kind not in (list, tuple, dict):
+        return False
+    if len(value) > 16:
+        return False
+    if kind is dict:
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return all(_plain(v, depth + 1) for v in value)
 
 
 def frames_size(frames: Sequence[Frame]) -> int:

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 import redis
@@ -271,12 +271,12 @@ class Executor:
             function_name=spec.function_name,
         )
         outcome = self.execute(spec, gpus)
-        if outcome == "retry":
-            try:
-                self.scripts.requeue(self.node_id, spec.task_id, spec.max_retries)
-            finally:
+        if isinstance(outcome, _Retry):
+            # re-queued while the budget lasts; after it, the last error stands
+            if self.scripts.requeue(self.node_id, spec.task_id, spec.max_retries) != 0:
                 self.current = None
-            return self._claim_next()
+                return self._claim_next()
+            outcome = outcome.results
         returns = [
             runtime.return_value(ids.return_id(spec.task_id, i), k, frames, self.worker_id)
             for i, k, frames in outcome
@@ -348,7 +348,7 @@ class Executor:
         return None if self.stopping else self._claim()
 
     def execute(self, spec: ts.TaskSpec, gpus: dict[str, int]) -> Any:
-        """Run the task; returns [(index, kind, frames)] to publish, or 'retry'.
+        """Run the task; returns [(index, kind, frames)] to publish, or a _Retry.
 
         Index 1.. are the return values; a streaming generator publishes its
         items as it goes and returns only its end record (index 0).
@@ -393,9 +393,9 @@ class Executor:
             if runtime.cancel_requested:
                 self._cancel_children()
                 return fail(runtime.error_frames(TaskCancelledError(spec.task_id)))
-            if self._should_retry(spec, exc):
-                return "retry"
             err = RayTaskError(spec.function_name, _user_traceback(), exc, pid=os.getpid())
+            if self._should_retry(spec, exc):
+                return _Retry(fail(runtime.error_frames(err)))
             return fail(runtime.error_frames(err))
         finally:
             self._restore_env(saved_env)
@@ -556,6 +556,13 @@ class Executor:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class _Retry(NamedTuple):
+    """An application error that retry_exceptions allows to retry; ``results``
+    are published if the retry budget is spent."""
+
+    results: list[Any]
 
 
 class _StreamFailed(Exception):
