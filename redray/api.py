@@ -420,16 +420,15 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
         raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
     if isinstance(object_refs, ObjectRef):
         return runtime.get_values([object_refs._id], timeout)[0]
-    if not isinstance(object_refs, (list, tuple)):
+    if not isinstance(object_refs, list):
         raise ValueError(
             f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
             f"got {type(object_refs).__name__}."
         )
     for ref in object_refs:
         if not isinstance(ref, ObjectRef):
-            raise ValueError(
-                f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
-                f"but the list holds {type(ref).__name__}: {ref!r}"
+            raise TypeError(
+                f"Attempting to call `get` on the value {ref!r}, which is not an ObjectRef."
             )
     if not object_refs:
         return []
@@ -452,6 +451,8 @@ def wait(
             raise TypeError(f"wait() expected a list of ObjectRef, got an element {ref!r}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"Invalid timeout {timeout}: it must be None or >= 0.")
+    if not object_refs:
+        return [], []
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}: it must be >= 1.")
     if num_returns > len(object_refs):

@@ -32,7 +32,14 @@ class RayTaskError(RayError):
     ) -> None:
         self.function_name = function_name
         self.traceback_str = traceback_str
-        self.cause = cause
+        # a task that failed because a task it waited on failed: keep the
+        # original cause, not a RayTaskError of a RayTaskError (as Ray does)
+        while isinstance(cause, RayTaskError):
+            inner: BaseException | None = cause.__dict__.get("cause")
+            if inner is None:
+                break
+            cause = inner
+        self.cause: BaseException | None = cause
         self.proctitle = proctitle
         self.pid = pid
         self.ip = ip

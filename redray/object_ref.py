@@ -13,6 +13,13 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
+class TaskID(str):
+    """A task's id (a string; ``.hex()`` as Ray's TaskID has)."""
+
+    def hex(self) -> str:
+        return str(self)
+
+
 class ObjectRef(Generic[R]):
     """A reference to an object (a task's result or a ``put`` value).
 
@@ -36,8 +43,8 @@ class ObjectRef(Generic[R]):
     def binary(self) -> bytes:
         return bytes.fromhex(self._id)
 
-    def task_id(self) -> str:
-        return self._id[:20]
+    def task_id(self) -> TaskID:
+        return TaskID(self._id[:20])
 
     def __repr__(self) -> str:
         return f"ObjectRef({self._id})"

@@ -724,7 +724,11 @@ class Runtime:
         except Exception:  # noqa: BLE001 - fall back to a picklable description
             fallback: RayError
             if isinstance(error, RayTaskError):
-                fallback = RayTaskError(error.function_name, error.traceback_str, None)
+                cause = RayError(
+                    f"The original cause of the RayTaskError ({type(error.cause)}) isn't "
+                    f"serializable: {error.cause!r}. Overwriting the cause to a RayError."
+                )
+                fallback = RayTaskError(error.function_name, error.traceback_str, cause)
             else:
                 fallback = RaySystemError(repr(error))
             return self.serializer.dumps(fallback)

@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+from conftest import start_node
 
 import redray
-from conftest import start_node
 from redray.server import ServerProcess, free_port, launch_server, wait_ready
 from redray.settings import Settings
 
