@@ -200,7 +200,7 @@ class _SharedNode:
     def connect(self, **kwargs):
         redray.init(address=self.node.settings.to_url(), **kwargs)
         try:
-            _wait_for(lambda: _cpus() == 2, timeout=3)
+            _wait_for(lambda: _cpus() == 2, timeout=2)
         except AssertionError:
             # an earlier test leaked a reservation (a redray bug that test reports):
             # do not let it spill over into this one
