@@ -290,5 +290,5 @@ def test_max_pending_calls_allows_calls_again_once_results_arrive(cluster):
     assert redray.get(blocker.ping.remote(), timeout=20) == "pong"
 
 
-def test_max_pending_calls_error_is_a_ray_error(cluster):
+def test_max_pending_calls_error_is_a_ray_error():
     assert issubclass(PendingCallsLimitExceeded, redray.exceptions.RayError)
