@@ -415,8 +415,7 @@ def kill(handle: ActorHandle[Any], *, no_restart: bool = True) -> None:
     if not isinstance(handle, ActorHandle):
         raise ValueError(f"kill() expects an ActorHandle, got {type(handle).__name__}.")
     runtime = api.current_runtime()
-    keys = runtime.keys
-    from .actor_lifecycle import actor_info
+    from .actor_lifecycle import actor_info, end_actor, finish_unplaced
 
     info = actor_info(runtime, handle._actor_id)
     if not info:
@@ -426,22 +425,14 @@ def kill(handle: ActorHandle[Any], *, no_restart: bool = True) -> None:
             f"The actor {info.get('class_name')} ({handle._actor_id}) was killed with "
             "redray.kill()."
         )
-        state, node, worker = runtime.scripts.actor_dead(
-            actor_id=handle._actor_id,
-            job_id=info.get("job", ""),
-            death=death_record(runtime, err),
-            name_key=info.get("name_key", ""),
-        )
-        if state == "DEAD":
-            return
-    else:
-        node, worker = info.get("node", ""), info.get("worker", "")
+        end_actor(runtime, handle._actor_id, err)
+        return
+    node, worker = info.get("node", ""), info.get("worker", "")
     if node and worker:
-        runtime.client.publish(keys.control_channel(node), f"kill {worker}")
+        # its node sees the process exit and restarts it (max_restarts allowing)
+        runtime.client.publish(runtime.keys.control_channel(node), f"kill {worker}")
     else:
         # not placed yet: take its creation task out of the queue
-        from .actor_lifecycle import finish_unplaced
-
         finish_unplaced(runtime, handle._actor_id)
 
 

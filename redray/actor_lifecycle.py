@@ -28,52 +28,81 @@ def actor_info(runtime: Runtime, actor_id: str) -> dict[str, str]:
     return {k.decode(): v.decode(errors="replace") for k, v in raw.items() if k != b"death"}
 
 
-def finalize(runtime: Runtime, actor_id: str, error: BaseException) -> None:
+def finalize(
+    runtime: Runtime, actor_id: str, error: BaseException, *, node_id: str = "", task_id: str = ""
+) -> None:
     """The actor is dead for good: record why, fail its queued calls, release
-    its resources and forget its creation task. Idempotent."""
+    its resources and forget its creation task. Idempotent.
+
+    ``node_id`` and ``task_id`` name where its process ran and its creation
+    task when the caller knows them: the record may not say (the actor died in
+    ``__init__``) or may be gone (deleted with its job while the process lived),
+    and the reservation must be given back either way.
+    """
     keys = runtime.keys
+    info = actor_info(runtime, actor_id)
+    if info:
+        record = death_record(runtime, error)
+        runtime.scripts.actor_dead(
+            actor_id=actor_id,
+            job_id=info.get("job", ""),
+            death=record,
+            name_key=info.get("name_key", ""),
+        )
+        # the stored record wins if the actor was already dead (first cause kept)
+        stored: Any = runtime.client.hget(keys.actor(actor_id), "death") or record
+        mailbox = keys.mailbox(actor_id)
+        while True:
+            entries: Any = runtime.client.xrange(mailbox, "-", "+", count=500)
+            if not entries:
+                break
+            for _entry_id, fields in entries:
+                spec = fields.get(b"s")
+                if spec:
+                    fail_call(runtime, spec, stored)
+            runtime.client.xdel(mailbox, *[e for e, _ in entries])
+        runtime.client.delete(mailbox)
+        if info.get("detached") == "1":
+            # no job deletes a detached actor's record: keep it a while so late
+            # calls still get its death cause, then let it go
+            runtime.client.expire(keys.actor(actor_id), DEAD_RECORD_TTL)
+    task_id = task_id or info.get("task", "")
+    node = node_id or info.get("node", "")
+    if not task_id:
+        return
+    reservation = ""
+    if node:
+        raw: Any = runtime.client.hget(keys.node_running(node), task_id)
+        reservation = raw.decode() if raw else ""
+    runtime.scripts.complete(
+        task_id=task_id,
+        job_id=info.get("job", ""),
+        owner="-",
+        node_id=node or None,
+        reservation=reservation,
+        returns=[],
+    )
+
+
+def end_actor(runtime: Runtime, actor_id: str, error: BaseException) -> None:
+    """Kill an actor for good (``redray.kill``, the end of its job): mark it
+    dead, then have its node kill its process, or dequeue it if it has none.
+    The node's handling of the exit (``process_exited``) does the rest."""
     info = actor_info(runtime, actor_id)
     if not info:
         return
-    record = death_record(runtime, error)
-    runtime.scripts.actor_dead(
+    state, node, worker = runtime.scripts.actor_dead(
         actor_id=actor_id,
         job_id=info.get("job", ""),
-        death=record,
+        death=death_record(runtime, error),
         name_key=info.get("name_key", ""),
     )
-    # the stored record wins if the actor was already dead (first cause kept)
-    stored: Any = runtime.client.hget(keys.actor(actor_id), "death") or record
-    mailbox = keys.mailbox(actor_id)
-    while True:
-        entries: Any = runtime.client.xrange(mailbox, "-", "+", count=500)
-        if not entries:
-            break
-        for _entry_id, fields in entries:
-            spec = fields.get(b"s")
-            if spec:
-                fail_call(runtime, spec, stored)
-        runtime.client.xdel(mailbox, *[e for e, _ in entries])
-    runtime.client.delete(mailbox)
-    if info.get("detached") == "1":
-        # no job deletes a detached actor's record: keep it a while so late
-        # calls still get its death cause, then let it go
-        runtime.client.expire(keys.actor(actor_id), DEAD_RECORD_TTL)
-    task_id = info.get("task", "")
-    node = info.get("node", "")
-    reservation = ""
-    if task_id and node:
-        raw: Any = runtime.client.hget(keys.node_running(node), task_id)
-        reservation = raw.decode() if raw else ""
-    if task_id:
-        runtime.scripts.complete(
-            task_id=task_id,
-            job_id=info.get("job", ""),
-            owner="-",
-            node_id=node or None,
-            reservation=reservation,
-            returns=[],
-        )
+    if state == "DEAD":
+        return
+    if node and worker:
+        runtime.client.publish(runtime.keys.control_channel(node), f"kill {worker}")
+    else:
+        finish_unplaced(runtime, actor_id)
 
 
 def finish_unplaced(runtime: Runtime, actor_id: str) -> None:
@@ -91,17 +120,19 @@ def finish_unplaced(runtime: Runtime, actor_id: str) -> None:
     )
 
 
-def process_exited(runtime: Runtime, node_id: str, actor_id: str, how: str) -> None:
-    """An actor's process on ``node_id`` is gone: restart it or finalize it."""
+def process_exited(
+    runtime: Runtime, node_id: str, actor_id: str, how: str, task_id: str = ""
+) -> None:
+    """An actor's process on ``node_id`` is gone: restart it or finalize it.
+    ``task_id`` is its creation task, when the caller knows it."""
     keys = runtime.keys
     info = actor_info(runtime, actor_id)
-    if not info:
-        return
     cls = info.get("class_name", "?")
-    if info.get("state") == "DEAD":
-        finalize(runtime, actor_id, ActorDiedError(f"The actor {cls} ({actor_id}) is dead."))
+    if not info or info.get("state") == "DEAD":
+        err = ActorDiedError(f"The actor {cls} ({actor_id}) is dead.")
+        finalize(runtime, actor_id, err, node_id=node_id, task_id=task_id)
         return
-    task_id = info.get("task", "")
+    task_id = info.get("task", "") or task_id
     max_restarts = int(info.get("max_restarts", "0") or 0)
     requeued = (
         runtime.scripts.requeue(node_id, task_id, max_restarts, info.get("shape", ""))
@@ -121,6 +152,8 @@ def process_exited(runtime: Runtime, node_id: str, actor_id: str, how: str) -> N
             f"The actor {cls} ({actor_id}) died unexpectedly ({how}) and has no restarts left "
             f"(max_restarts={max_restarts})."
         ),
+        node_id=node_id,
+        task_id=task_id,
     )
 
 
@@ -130,18 +163,10 @@ def kill_job_actors(runtime: Runtime, job_id: str) -> None:
     members: Any = runtime.client.smembers(keys.job_actors(job_id))
     for raw in members:
         actor_id = raw.decode()
-        info = actor_info(runtime, actor_id)
-        err = ActorDiedError(
-            f"The actor {info.get('class_name')} ({actor_id}) ended with its job {job_id}."
+        cls = actor_info(runtime, actor_id).get("class_name")
+        end_actor(
+            runtime,
+            actor_id,
+            ActorDiedError(f"The actor {cls} ({actor_id}) ended with its job {job_id}."),
         )
-        state, node, worker = runtime.scripts.actor_dead(
-            actor_id=actor_id,
-            job_id=job_id,
-            death=death_record(runtime, err),
-            name_key=info.get("name_key", ""),
-        )
-        if node and worker:
-            runtime.client.publish(keys.control_channel(node), f"kill {worker}")
-        elif state != "DEAD":
-            finish_unplaced(runtime, actor_id)
     runtime.client.delete(keys.job_actors(job_id))

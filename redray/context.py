@@ -30,6 +30,9 @@ class ActorContext:
     name: str
     namespace: str
     class_name: str
+    #: what the actor holds for its life (each call runs with it)
+    resources: dict[str, float] = field(default_factory=dict)
+    gpu_ids: list[str] = field(default_factory=list)
 
 
 class RuntimeContext:
@@ -108,12 +111,13 @@ class RuntimeContext:
         return self.namespace
 
     def get_assigned_resources(self) -> dict[str, float]:
-        task = self._task
-        return dict(task.resources) if task else {}
+        # concurrent actor calls share the process: the actor's holdings stand for them
+        held = self._task or self._actor
+        return dict(held.resources) if held else {}
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
-        task = self._task
-        return {"GPU": list(task.gpu_ids) if task else []}
+        held = self._task or self._actor
+        return {"GPU": list(held.gpu_ids) if held else []}
 
     def is_canceled(self) -> bool:
         """Whether ``cancel`` was called on the task running here."""

@@ -38,7 +38,7 @@ def recover_task(
     if spec is not None and spec.extra and spec.extra.get("actor") and not spec.extra.get("method"):
         from .actor_lifecycle import process_exited
 
-        process_exited(runtime, node_id, spec.extra["actor"], how)
+        process_exited(runtime, node_id, spec.extra["actor"], how, task_id)
         return
     # a cancelled task is never retried
     cancelled = bool(runtime.client.sismember(runtime.keys.cancelled, task_id))

@@ -359,9 +359,16 @@ class Scripts:
     def actor_dead(
         self, *, actor_id: str, job_id: str, death: bytes, name_key: str
     ) -> tuple[str, str, str]:
-        """Mark an actor dead; returns (previous state, node id, worker id)."""
+        """Mark an actor dead; returns (previous state, node id, worker id) of its
+        process, or of its creation task while ``__init__`` runs ('' when none)."""
         k = self.keys
-        keys = [k.actor(actor_id), k.actor_names, k.job_actors(job_id or "-"), k.actors]
+        keys = [
+            k.actor(actor_id),
+            k.actor_names,
+            k.job_actors(job_id or "-"),
+            k.actors,
+            k.task_state,
+        ]
         reply = self._run(self._actor_dead, keys, [actor_id, death, name_key])
         state, node, worker = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
         return state, node, worker

@@ -701,6 +701,156 @@ def test_requeue_unlimited_retries(scripts: Scripts, redis_client, keys) -> None
     assert avail(redis_client, keys, "n1") == {"CPU": 10_000}
 
 
+# -- actors -----------------------------------------------------------------------------------
+
+
+def create(scripts: Scripts, aid: str, *, name_key: str = "", detached: bool = False):
+    return scripts.create_actor(
+        actor_id=aid,
+        job_id=JOB,
+        name_key=name_key,
+        detached=detached,
+        fields={"task": "c-" + aid, "job": JOB},
+    )
+
+
+def test_create_actor_registers_record_mailbox_and_job(scripts: Scripts, redis_client, keys):
+    assert create(scripts, "a1") == ("created", "a1")
+    assert redis_client.hget(keys.actor("a1"), "state") == b"PENDING"
+    assert redis_client.xinfo_groups(keys.mailbox("a1"))[0]["name"] == b"actor"
+    assert redis_client.sismember(keys.job_actors(JOB), "a1")
+    assert redis_client.sismember(keys.actors, "a1")
+
+
+def test_create_actor_with_a_taken_name_returns_the_existing_actor(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    assert create(scripts, "a1", name_key="ns:counter") == ("created", "a1")
+    assert create(scripts, "a2", name_key="ns:counter") == ("exists", "a1")
+    assert not redis_client.exists(keys.actor("a2"))
+
+
+def test_detached_actor_is_not_listed_under_its_job(scripts: Scripts, redis_client, keys):
+    create(scripts, "a1", detached=True)
+    assert not redis_client.sismember(keys.job_actors(JOB), "a1")
+    assert not redis_client.sismember(keys.job_keys(JOB), keys.actor("a1"))
+
+
+def test_actor_call_queues_in_order_while_the_actor_lives(scripts: Scripts, redis_client, keys):
+    create(scripts, "a1")
+    assert scripts.actor_call([("a1", b"call-1"), ("a1", b"call-2")]) == [1, 1]
+    entries = redis_client.xrange(keys.mailbox("a1"))
+    assert [fields[b"s"] for _, fields in entries] == [b"call-1", b"call-2"]
+
+
+def test_actor_call_to_a_dead_actor_returns_its_death_record(scripts: Scripts, redis_client, keys):
+    create(scripts, "a1")
+    scripts.actor_dead(actor_id="a1", job_id=JOB, death=b"died-because", name_key="")
+    assert scripts.actor_call([("a1", b"call")]) == [b"died-because"]
+    assert redis_client.xlen(keys.mailbox("a1")) == 0
+
+
+def test_actor_call_to_an_unknown_actor_returns_an_empty_record(scripts: Scripts):
+    assert scripts.actor_call([("nobody", b"call")]) == [b""]
+
+
+def test_actor_ready_gives_back_the_placement_cpu(scripts: Scripts, redis_client, keys):
+    add_node(redis_client, keys, "n1", cpus=1)
+    create(scripts, "a1")
+    submit_one(scripts, "c-a1")
+    c = claim(scripts, "n1", [CPU1])
+    assert c is not None and avail(redis_client, keys, "n1") == {"CPU": 0}
+    ready = scripts.actor_ready(
+        actor_id="a1",
+        node_id="n1",
+        task_id="c-a1",
+        release_cpu=10_000,
+        keep=";",
+        fields={"node": "n1", "worker": "w1"},
+    )
+    assert ready is True
+    assert avail(redis_client, keys, "n1") == {"CPU": 10_000}
+    assert redis_client.hget(keys.actor("a1"), "state") == b"ALIVE"
+    assert redis_client.hget(keys.node_running("n1"), "c-a1") == b";"
+
+
+@pytest.mark.parametrize("gone", ["killed", "record deleted"])
+def test_actor_ready_refuses_an_actor_that_is_gone(scripts: Scripts, redis_client, keys, gone):
+    create(scripts, "a1")
+    if gone == "killed":
+        scripts.actor_dead(actor_id="a1", job_id=JOB, death=b"d", name_key="")
+    else:
+        redis_client.delete(keys.actor("a1"))
+    ready = scripts.actor_ready(
+        actor_id="a1", node_id="n1", task_id="c-a1", release_cpu=0, keep=";", fields={"node": "n1"}
+    )
+    assert ready is False
+    state = redis_client.hget(keys.actor("a1"), "state")
+    assert state == (b"DEAD" if gone == "killed" else None)  # never brought back to life
+
+
+def test_actor_dead_frees_the_name_and_keeps_the_first_cause(scripts: Scripts, redis_client, keys):
+    create(scripts, "a1", name_key="ns:counter")
+    first = scripts.actor_dead(actor_id="a1", job_id=JOB, death=b"first", name_key="ns:counter")
+    again = scripts.actor_dead(actor_id="a1", job_id=JOB, death=b"second", name_key="ns:counter")
+    assert first[0] == "PENDING" and again[0] == "DEAD"
+    assert redis_client.hget(keys.actor("a1"), "death") == b"first"
+    assert not redis_client.hexists(keys.actor_names, "ns:counter")
+    assert not redis_client.sismember(keys.actors, "a1")
+    assert not redis_client.sismember(keys.job_actors(JOB), "a1")
+
+
+def test_actor_dead_names_the_process_of_a_live_actor(scripts: Scripts, redis_client, keys):
+    create(scripts, "a1")
+    redis_client.hset(keys.actor("a1"), mapping={"node": "n1", "worker": "w7"})
+    assert scripts.actor_dead(actor_id="a1", job_id=JOB, death=b"d", name_key="") == (
+        "PENDING",
+        "n1",
+        "w7",
+    )
+
+
+def test_actor_dead_during_init_names_where_the_creation_task_runs(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    add_node(redis_client, keys, "n1", cpus=1)
+    create(scripts, "a1")
+    submit_one(scripts, "c-a1")
+    assert claim(scripts, "n1", [CPU1], worker="w3") is not None
+    assert scripts.actor_dead(actor_id="a1", job_id=JOB, death=b"d", name_key="") == (
+        "PENDING",
+        "n1",
+        "w3",
+    )
+
+
+def test_actor_dead_of_an_unplaced_actor_names_no_process(scripts: Scripts, redis_client, keys):
+    create(scripts, "a1")
+    submit_one(scripts, "c-a1")  # queued, not claimed
+    assert scripts.actor_dead(actor_id="a1", job_id=JOB, death=b"d", name_key="") == (
+        "PENDING",
+        "",
+        "",
+    )
+
+
+# -- util.queue -------------------------------------------------------------------------------
+
+
+def test_queue_take_takes_exactly_n_items_oldest_first(scripts: Scripts, redis_client, keys):
+    items = keys.tag + ":q"
+    redis_client.rpush(items, b"a", b"b", b"c")
+    assert scripts.queue_take(items, 2) == [b"a", b"b"]
+    assert redis_client.lrange(items, 0, -1) == [b"c"]
+
+
+def test_queue_take_takes_nothing_when_too_few(scripts: Scripts, redis_client, keys):
+    items = keys.tag + ":q"
+    redis_client.rpush(items, b"a")
+    assert scripts.queue_take(items, 2) is None
+    assert redis_client.lrange(items, 0, -1) == [b"a"]
+
+
 # -- robustness ------------------------------------------------------------------------------
 
 

@@ -76,11 +76,14 @@ class ActorRunner:
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.control: Any = None
+        #: __ray_terminate__ was reached: later entries stay in the mailbox,
+        #: where finalize() fails them with ActorDiedError
+        self.terminating = False
 
     # -- life ------------------------------------------------------------------------
     def run(self) -> None:
         ex, rt, spec = self.ex, self.rt, self.spec
-        ex._set_state(sl.ACTOR, self.actor_id)
+        ex._set_state(sl.ACTOR, spec.task_id, self.actor_id)
         units, gpus = parse_reservation(self.claimed.reservation)
         ex._apply_env(spec, gpus)  # for the actor's whole life
         rt.job_id = spec.job_id
@@ -114,15 +117,17 @@ class ActorRunner:
                 f"raised {type(exc).__name__}: {exc}\n{cause.traceback_str}",
                 cause=cause,
             )
-            finalize(rt, self.actor_id, err)
+            finalize(rt, self.actor_id, err, node_id=ex.node_id, task_id=spec.task_id)
             return
         release = int(self.extra.get("release_cpu") or 0)
         keep = self.claimed.reservation
+        kept = dict(units)
         if release:
-            kept = dict(units)
             kept["CPU"] = kept.get("CPU", 0) - release
             shape = ",".join(f"{k}={v}" for k, v in sorted(kept.items()) if v > 0)
             keep = shape + ";" + self.claimed.reservation.partition(";")[2]
+        rt.current_actor.resources = {k: from_units(v) for k, v in kept.items() if v > 0}
+        rt.current_actor.gpu_ids = list(gpus)
         alive = rt.scripts.actor_ready(
             actor_id=self.actor_id,
             node_id=ex.node_id,
@@ -155,6 +160,8 @@ class ActorRunner:
                     f"The actor {spec.function_name} ({self.actor_id}) exited: "
                     "__ray_terminate__ was called."
                 ),
+                node_id=ex.node_id,
+                task_id=spec.task_id,
             )
 
     # -- mailbox -----------------------------------------------------------------------
@@ -177,7 +184,7 @@ class ActorRunner:
             if budget != -1 and retries_used >= budget:
                 self._fail_entry(entry_id, fields)
             else:
-                self._publish([self._execute(entry_id, fields)])
+                self._publish(self._execute_all([(entry_id, fields)]))
 
     def _fail_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         spec_raw = fields.get(b"s", b"")
@@ -232,6 +239,19 @@ class ActorRunner:
         self.cancelled.discard(spec.task_id)
         return self._all(spec, KIND_ERROR, self.rt.error_frames(TaskCancelledError(spec.task_id)))
 
+    def _execute_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Done]:
+        """Run calls in order, none after ``__ray_terminate__``."""
+        done = []
+        for entry_id, fields in entries:
+            if self.terminating:
+                break
+            done.append(self._execute(entry_id, fields))
+        return done
+
+    def _terminate(self, entry_id: bytes, spec: ts.TaskSpec) -> Done:
+        self.terminating = True
+        return Done(entry_id, spec, self._encode(spec, [None] * len(ts.result_indexes(spec))), True)
+
     def _execute(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Done:
         """Run one call."""
         try:
@@ -241,9 +261,7 @@ class ActorRunner:
             return Done(entry_id, None, [])
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:
-            return Done(
-                entry_id, spec, self._encode(spec, [None] * len(ts.result_indexes(spec))), True
-            )
+            return self._terminate(entry_id, spec)
         self.poll_cancels()
         if spec.task_id in self.cancelled:
             return Done(entry_id, spec, self._cancelled(spec))
@@ -251,11 +269,14 @@ class ActorRunner:
 
     def _call(self, spec: ts.TaskSpec, method_name: str) -> list[ReturnValue]:
         rt = self.rt
+        held = rt.current_actor
         rt.current_task = TaskContext(
             task_id=spec.task_id,
             job_id=spec.job_id,
             node_id=self.ex.node_id,
             worker_id=self.ex.worker_id,
+            resources=dict(held.resources) if held else {},
+            gpu_ids=list(held.gpu_ids) if held else [],
             function_name=spec.function_name,
         )
         try:
@@ -404,7 +425,7 @@ class ActorRunner:
         # calls read before an outage but never answered come first
         pending = self._read(own_pending=True)
         if pending:
-            self._publish([self._execute(entry_id, fields) for entry_id, fields in pending])
+            self._publish(self._execute_all(pending))
         if self.extra.get("is_async"):
             self.serve_async()
         elif (self.extra.get("max_concurrency") or 1) > 1:
@@ -418,7 +439,7 @@ class ActorRunner:
         rt = self.rt
         entries = self._read()
         while not self.ex.stopping:
-            done = [self._execute(entry_id, fields) for entry_id, fields in entries]
+            done = self._execute_all(entries)
             if not done:
                 entries = self._read()
                 continue
@@ -455,7 +476,7 @@ class ActorRunner:
 
         def run_one(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
             try:
-                self._publish([self._execute(entry_id, fields)])
+                self._publish(self._execute_all([(entry_id, fields)]))
             except _Terminate:
                 stop.set()
             finally:
@@ -483,6 +504,8 @@ class ActorRunner:
         async def handle(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
             async with gate:
                 item = await self._execute_async(entry_id, fields, io)
+                if item is None:
+                    return
                 try:
                     await loop.run_in_executor(io, self._publish, [item])
                 except _Terminate:
@@ -515,7 +538,11 @@ class ActorRunner:
         if stop.is_set():
             raise _Terminate
 
-    async def _execute_async(self, entry_id: bytes, fields: dict[bytes, bytes], io: Any) -> Done:
+    async def _execute_async(
+        self, entry_id: bytes, fields: dict[bytes, bytes], io: Any
+    ) -> Done | None:
+        if self.terminating:
+            return None
         loop = asyncio.get_running_loop()
         try:
             spec = ts.decode(fields.get(b"s", b""))
@@ -523,9 +550,7 @@ class ActorRunner:
             return Done(entry_id, None, [])
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:
-            return Done(
-                entry_id, spec, self._encode(spec, [None] * len(ts.result_indexes(spec))), True
-            )
+            return self._terminate(entry_id, spec)
         if spec.task_id in self.cancelled:
             return Done(entry_id, spec, self._cancelled(spec))
         try:

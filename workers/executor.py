@@ -82,10 +82,11 @@ class Executor:
         self.in_user_code = False
 
     # -- state ---------------------------------------------------------------------
-    def _set_state(self, state: int, task_id: str = "") -> None:
+    def _set_state(self, state: int, task_id: str = "", actor_id: str = "") -> None:
         slots = self.slots
         if slots is not None:
             slots.set_task(self.slot, task_id)
+            slots.set_actor(self.slot, actor_id)
             slots.set_state(self.slot, state)
             # the agent sleeps until it may need another executor
             if state == sl.BLOCKED or (state == sl.RUNNING and not slots.any_idle()):

@@ -76,8 +76,8 @@ class NodeAgent:
         # actors hold a slot each for their whole life, beyond the task executors
         self.slots = sl.Slots(self.max_executors + MAX_ACTORS)
         self.pids: dict[int, tuple[int, str]] = {}  # pid -> (slot, worker id)
-        #: (slot state, task or actor id, worker id, exit status) of exited executors
-        self.orphans: list[tuple[int, str, str, int]] = []
+        #: (slot state, task id, actor id, worker id, exit status) of exited executors
+        self.orphans: list[tuple[int, str, str, str, int]] = []
         self.idle_since: dict[int, float] = {}
         self.client = self.settings.client()
         self.stopping = False
@@ -171,20 +171,23 @@ class NodeAgent:
             slot, worker_id = entry
             state = self.slots.state(slot)
             task_id = self.slots.task(slot)
+            actor_id = self.slots.actor(slot)
             self.slots.set_state(slot, sl.FREE)
             # kept until done: Redis may be down right now
-            self.orphans.append((state, task_id, worker_id, status))
+            self.orphans.append((state, task_id, actor_id, worker_id, status))
         self.recover_orphans()
 
     def recover_orphans(self) -> None:
         """Re-queue (or restart) what exited executors held; retried until Redis answers."""
         while self.orphans:
-            state, task_id, worker_id, status = self.orphans[0]
+            state, task_id, actor_id, worker_id, status = self.orphans[0]
             self.client.delete(self.keys.inbox(worker_id))
-            if state == sl.ACTOR and task_id:
+            if state == sl.ACTOR and actor_id:
                 from redray.actor_lifecycle import process_exited
 
-                process_exited(self.runtime(), self.node_id, task_id, _describe_exit(status))
+                process_exited(
+                    self.runtime(), self.node_id, actor_id, _describe_exit(status), task_id
+                )
             elif state in (sl.RUNNING, sl.BLOCKED) and task_id:
                 self.recover(task_id, worker_id, status)
             self.orphans.pop(0)

@@ -16,13 +16,16 @@ STARTING = 1
 IDLE = 2
 RUNNING = 3
 BLOCKED = 4
-#: the executor became an actor's process; the slot's task field holds the actor id
+#: the executor became an actor's process: the task field holds its creation
+#: task, the actor field the actor id
 ACTOR = 5
 
 _SLOT = 128
 _TID = 40
 #: offset of the task id a cancel request names
 _CANCEL = 1 + _TID
+#: offset of the actor id of an ACTOR slot
+_ACTOR = 1 + 2 * _TID
 
 
 class Slots:
@@ -75,6 +78,14 @@ class Slots:
     def set_cancel_request(self, slot: int, task_id: str) -> None:
         raw = task_id.encode()[:_TID].ljust(_TID, b"\0")
         self._mem[slot * _SLOT + _CANCEL : slot * _SLOT + _CANCEL + _TID] = raw
+
+    def actor(self, slot: int) -> str:
+        raw = self._mem[slot * _SLOT + _ACTOR : slot * _SLOT + _ACTOR + _TID]
+        return raw.rstrip(b"\0").decode()
+
+    def set_actor(self, slot: int, actor_id: str) -> None:
+        raw = actor_id.encode()[:_TID].ljust(_TID, b"\0")
+        self._mem[slot * _SLOT + _ACTOR : slot * _SLOT + _ACTOR + _TID] = raw
 
     def free_slot(self) -> int | None:
         for i in range(self.count):

@@ -5,12 +5,15 @@
 -- KEYS[2]  actor_names  HASH '<namespace>:<name>' -> actor id
 -- KEYS[3]  job_actors   SET the owner job's actors (may not exist)
 -- KEYS[4]  actors       SET every live actor id
+-- KEYS[5]  task_state   HASH task id -> state (where the creation task runs)
 --
 -- ARGV[1]  actor id
 -- ARGV[2]  death record (object record of the ActorDiedError)
 -- ARGV[3]  name key, or ''
 --
--- Returns {previous state, node id or '', worker id or ''}.
+-- Returns {previous state, node id or '', worker id or ''}: where the actor's
+-- process lives, or, while its __init__ still runs, where its creation task
+-- was claimed; '' and '' when it has no process yet.
 
 local state = redis.call('HGET', KEYS[1], 'state') or ''
 if state ~= 'DEAD' then
@@ -23,4 +26,15 @@ redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[1])
 local node = redis.call('HGET', KEYS[1], 'node') or ''
 local worker = redis.call('HGET', KEYS[1], 'worker') or ''
+if node == '' then
+  local task = redis.call('HGET', KEYS[1], 'task')
+  local running = task and redis.call('HGET', KEYS[5], task)
+  if running and string.sub(running, 1, 1) == 'R' then
+    local sep = string.find(running, ' ', 2, true)
+    if sep then
+      node = string.sub(running, 2, sep - 1)
+      worker = string.sub(running, sep + 1)
+    end
+  end
+end
 return {state, node, worker}

@@ -11,9 +11,11 @@
 -- ARGV[3]  the reservation the actor keeps while alive
 -- ARGV[4..] field, value pairs to set on the record (node, worker, pid, ...)
 --
--- Returns 1, or 0 when the actor was killed meanwhile (it must exit).
+-- Returns 1, or 0 when the actor was killed meanwhile, or its record went with
+-- its job (it must exit).
 
-if redis.call('HGET', KEYS[1], 'state') == 'DEAD' then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == false or state == 'DEAD' then return 0 end
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], 'state', 'ALIVE', unpack(fields))

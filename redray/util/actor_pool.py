@@ -25,7 +25,19 @@ class ActorPool:
         self._pending_submits: list[tuple[Callable[[Any, Any], Any], Any]] = []
 
     def map(self, fn: Callable[[Any, Any], Any], values: Iterable[Any]) -> Iterator[Any]:
-        """Results of ``fn`` over ``values``, in the order of ``values``."""
+        """Results of ``fn`` over ``values``, in the order of ``values``.
+
+        Every call is submitted now, as in Ray; the returned iterator only
+        collects the results."""
+        self._submit_all(fn, values)
+        return self._drain(self.get_next)
+
+    def map_unordered(self, fn: Callable[[Any, Any], Any], values: Iterable[Any]) -> Iterator[Any]:
+        """Results of ``fn`` over ``values``, as they finish (submitted now)."""
+        self._submit_all(fn, values)
+        return self._drain(self.get_next_unordered)
+
+    def _submit_all(self, fn: Callable[[Any, Any], Any], values: Iterable[Any]) -> None:
         # results of earlier submissions that were never read would come first
         while self.has_next():
             try:
@@ -34,20 +46,10 @@ class ActorPool:
                 break
         for v in values:
             self.submit(fn, v)
-        while self.has_next():
-            yield self.get_next()
 
-    def map_unordered(self, fn: Callable[[Any, Any], Any], values: Iterable[Any]) -> Iterator[Any]:
-        """Results of ``fn`` over ``values``, as they finish."""
+    def _drain(self, get: Callable[[], Any]) -> Iterator[Any]:
         while self.has_next():
-            try:
-                self.get_next_unordered(timeout=0)
-            except GetTimeoutError:
-                break
-        for v in values:
-            self.submit(fn, v)
-        while self.has_next():
-            yield self.get_next_unordered()
+            yield get()
 
     def submit(self, fn: Callable[[Any, Any], Any], value: Any) -> None:
         """Schedule ``fn(actor, value)`` on an idle actor, or when one frees up."""
