@@ -888,5 +888,34 @@ def status(address: str | None) -> None:
         click.echo(f"  {_format_quantity(name, used)}/{_format_quantity(name, total[name])} {name}")
 
 
+@cli.command("dead-letters")
+@click.option(
+    "--address",
+    envvar="REDRAY_ADDRESS",
+    help="The cluster's address [default: 'auto', the cluster `redray start` started].",
+)
+@click.option("--count", type=click.IntRange(min=1), default=20, show_default=True)
+def dead_letters_command(address: str | None, count: int) -> None:
+    """List the newest items redray dropped as malformed, with the reason."""
+    from redray import dead_letters
+    from redray.constants import Keys
+
+    settings = _resolve(address or "auto")
+    client = settings.client()
+    try:
+        letters = dead_letters.read(client, Keys(settings.prefix), count)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"Could not read {settings.display}: {exc}") from None
+    finally:
+        client.close()
+    if not letters:
+        click.echo("No dead letters.")
+    for item in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(item.get("time", 0))))
+        ids = " ".join(f"{k}={item[k]}" for k in ("task", "actor", "entry") if k in item)
+        click.echo(f"{when}  {item.get('source', '?')}  {ids}".rstrip())
+        click.echo(f"    {item.get('reason', '')}  ({item.get('size', 0)} bytes)")
+
+
 if __name__ == "__main__":
     cli(prog_name="redray")

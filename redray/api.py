@@ -27,7 +27,7 @@ from .context import RuntimeContext
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
-from .resources import from_units
+from .resources import from_units, node_info, units_of
 from .runtime import Runtime, connection_error
 from .serialization import Serializer
 from .server import ServerProcess, launch_server, start_server, wait_ready
@@ -514,13 +514,8 @@ def cancel(object_ref: ObjectRef[Any], *, force: bool = False, recursive: bool =
 
 # -- cluster state -------------------------------------------------------------------------
 def _nodes_raw(runtime: Runtime) -> list[dict[str, Any]]:
-    out = []
-    for raw in runtime.client.hvals(runtime.keys.nodes):
-        try:
-            out.append(json.loads(raw))
-        except ValueError:
-            continue
-    return out
+    infos = [node_info(raw) for raw in runtime.client.hvals(runtime.keys.nodes)]
+    return [info for info in infos if info is not None]
 
 
 def _units_to_resources(totals: dict[str, Any]) -> dict[str, float]:
@@ -548,7 +543,8 @@ def available_resources() -> dict[str, float]:
     total: dict[str, int] = {}
     for reply in replies:
         for k, v in reply.items():
-            total[k.decode()] = total.get(k.decode(), 0) + int(v)
+            name = k.decode(errors="replace")
+            total[name] = total.get(name, 0) + units_of(v)
     return {k: v for k, v in _units_to_resources(total).items() if v > 0}
 
 

@@ -21,6 +21,9 @@ INLINE_LIMIT = 100 * 1024
 #: Largest single Redis value redray writes; bigger buffers are split into pieces.
 PIECE_LIMIT = 256 * 1024 * 1024
 
+#: The dead-letter stream keeps about this many entries (XADD MAXLEN ~).
+MAX_DEAD_LETTERS = 10_000
+
 #: Where ``redray start`` records the address of the cluster it started.
 ADDRESS_FILE_NAME = "redray_current_cluster"
 
@@ -94,6 +97,11 @@ class Keys:
     def job_reaper(self, job_id: str) -> str:
         """STRING lock a node holds while it cleans up a job whose driver died."""
         return f"{self.tag}:job:{job_id}:reaper"
+
+    @property
+    def dead_letters(self) -> str:
+        """STREAM (capped) malformed items redray dropped, with the reason (dead_letters.py)."""
+        return f"{self.tag}:deadletters"
 
     @property
     def job_counter(self) -> str:

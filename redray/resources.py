@@ -89,6 +89,33 @@ def parse_shape(shape: str) -> dict[str, int]:
     return out
 
 
+def node_info(raw: bytes | str) -> dict[str, Any] | None:
+    """A node's registration (its JSON in the nodes hash), or None when the
+    value is not one: foreign data there must not break cluster listings."""
+    import json
+
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("node_id"), str):
+        return None
+    totals = info.get("totals")
+    if not isinstance(totals, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in totals.items()
+    ):
+        return None
+    return info
+
+
+def units_of(raw: bytes | str | None) -> int:
+    """A resource quantity stored in a hash; 0 for anything that is not an integer."""
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return 0
+
+
 def parse_reservation(reservation: str) -> tuple[dict[str, int], dict[str, int]]:
     """(resource units, GPU id -> units) of a claim's reservation string."""
     shape, _, gpus = reservation.partition(";")

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, cast
 import cloudpickle
 import redis
 
-from . import ids
+from . import dead_letters, ids
 from .bulk import BulkChannel
 from .constants import Keys
 from .exceptions import (
@@ -34,7 +34,7 @@ from .exceptions import (
 )
 from .object_ref import ObjectRef
 from .reference_table import Held, ReferenceTable
-from .resources import missing_resources, parse_shape
+from .resources import missing_resources, node_info, parse_shape
 from .scripts import Batch, ReturnValue, Scripts
 from .serialization import (
     KIND_ERROR,
@@ -231,16 +231,8 @@ class Runtime:
             )
 
     def node_totals(self) -> list[dict[str, int]]:
-        import json
-
-        out = []
-        for raw in self.client.hvals(self.keys.nodes):
-            try:
-                info = json.loads(raw)
-                out.append({k: int(v) for k, v in info["totals"].items()})
-            except (ValueError, KeyError, TypeError):
-                continue
-        return out
+        infos = [node_info(raw) for raw in self.client.hvals(self.keys.nodes)]
+        return [dict(info["totals"]) for info in infos if info is not None]
 
     def submit(
         self,
@@ -474,10 +466,14 @@ class Runtime:
     def _handle_notice(self, raw: bytes) -> str | None:
         """Apply one completion notice; returns the object it made ready."""
         sep = raw.find(b"\0")
-        if sep < 1:
-            log.warning("ignoring malformed completion notice %r", raw[:64])
+        kind = raw[:1]
+        try:
+            ident = raw[1:sep].decode("ascii") if sep > 1 else ""
+        except UnicodeDecodeError:
+            ident = ""
+        if not _is_notice(kind, ident):
+            dead_letters.record(self.client, self.keys, self.inbox, "not a completion notice", raw)
             return None
-        kind, ident = raw[:1], raw[1:sep].decode()
         if kind == b"t":
             self.in_flight.pop(ident, None)
             return None
@@ -813,6 +809,16 @@ class Runtime:
             if cursor == 0:
                 break
         c.unlink(job_keys, k.job_tasks(job_id))
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_notice(kind: bytes, ident: str) -> bool:
+    """A task-done notice names a task id; an object notice an object id."""
+    if kind == b"t":
+        return len(ident) == ids.TASK_ID_LEN and _HEX.issuperset(ident)
+    return kind == b"o" and len(ident) > ids.TASK_ID_LEN and _HEX.issuperset(ident)
 
 
 def _describe(need: dict[str, int]) -> str:

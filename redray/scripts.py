@@ -16,7 +16,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from .constants import Keys
+from .constants import MAX_DEAD_LETTERS, Keys
 from .exceptions import RaySystemError
 
 
@@ -203,12 +203,14 @@ class Scripts:
             k.node_avail(node_id),
             k.node_gpus(node_id),
             k.node_running(node_id),
+            k.dead_letters,
         ]
 
     def claim(
         self, node_id: str, worker_id: str, shapes: Sequence[str], pipe: Batch | None = None
     ) -> Any:
-        return self._run(self._claim, self.claim_keys(node_id), [node_id, worker_id, *shapes], pipe)
+        argv = [node_id, worker_id, MAX_DEAD_LETTERS, *shapes]
+        return self._run(self._claim, self.claim_keys(node_id), argv, pipe)
 
     @staticmethod
     def parse_claim(reply: Any) -> Claimed | None:

@@ -68,6 +68,34 @@ def decode(data: bytes) -> TaskSpec:
     if version != SPEC_VERSION or not isinstance(fields, tuple):
         raise ValueError(f"unsupported task spec version {version!r}")
     try:
-        return TaskSpec(*fields)
+        spec = TaskSpec(*fields)
     except TypeError as exc:
         raise ValueError(f"task spec has wrong fields: {exc}") from exc
+    _check(spec)
+    return spec
+
+
+_TEXT_FIELDS = ("task_id", "job_id", "function_key", "function_digest", "function_name", "owner")
+
+
+def _check(spec: TaskSpec) -> None:
+    """ValueError naming the first field of the wrong type: a spec that decodes
+    but does not hold what a worker reads must fail here, not deep in a worker."""
+    for name in _TEXT_FIELDS:
+        if not isinstance(getattr(spec, name), str):
+            raise ValueError(f"task spec field {name!r} is not text")
+    if not isinstance(spec.namespace, str):
+        raise ValueError("task spec field 'namespace' is not text")
+    if not isinstance(spec.args, (bytes, bytearray)):
+        raise ValueError("task spec field 'args' is not bytes")
+    if not isinstance(spec.deps, tuple) or not all(isinstance(d, str) for d in spec.deps):
+        raise ValueError("task spec field 'deps' is not a tuple of object ids")
+    n = spec.num_returns
+    if not (n in ("streaming", "dynamic") or (type(n) is int and n >= 0)):
+        raise ValueError(f"task spec field 'num_returns' is invalid: {n!r}")
+    if type(spec.max_retries) is not int:
+        raise ValueError("task spec field 'max_retries' is not an integer")
+    if not isinstance(spec.retry_exceptions, (bool, tuple)):
+        raise ValueError("task spec field 'retry_exceptions' is neither a bool nor a tuple")
+    if spec.extra is not None and not isinstance(spec.extra, dict):
+        raise ValueError("task spec field 'extra' is not a dict")

@@ -334,6 +334,39 @@ def test_claim_whole_gpu_does_not_fit_on_partly_used_devices(
     assert avail(redis_client, keys, "n1") == {"CPU": 40_000, "GPU": 10_000}
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [f"{CPU1}|garbage", f"{CPU1}|", f"{CPU1}|00000000000000|ghost"],
+    ids=["malformed", "no task id", "no such task"],
+)
+def test_claim_drops_ready_entries_that_name_no_queued_task(
+    scripts: Scripts, redis_client, keys, garbage
+) -> None:
+    add_node(redis_client, keys, "n1", cpus=1)
+    redis_client.zadd(keys.ready, {garbage: 0})
+    submit_one(scripts, "t1")
+    c = claim(scripts, "n1", [CPU1])
+    assert c is not None and c.task_id == "t1"
+    add_node(redis_client, keys, "n2", cpus=1)
+    assert claim(scripts, "n2", [CPU1]) is None  # the garbage, wherever it sorted
+    assert ready_members(redis_client, keys) == []
+    assert redis_client.hgetall(keys.node_running("n1")) == {b"t1": c.reservation.encode()}
+    [(_, letter)] = redis_client.xrange(keys.dead_letters)
+    assert letter[b"source"] == keys.ready.encode() and letter[b"data"] == garbage.encode()
+
+
+def test_claim_of_a_stale_entry_for_a_running_task_reserves_nothing(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    add_node(redis_client, keys, "n1", cpus=2)
+    submit_one(scripts, "t1")
+    [member] = ready_members(redis_client, keys)
+    assert claim(scripts, "n1", [CPU1]) is not None
+    redis_client.zadd(keys.ready, {member: 0})  # the same entry again
+    assert claim(scripts, "n1", [CPU1]) is None
+    assert avail(redis_client, keys, "n1") == {"CPU": 10_000}
+
+
 def test_claim_custom_resources(scripts: Scripts, redis_client, keys) -> None:
     add_node(redis_client, keys, "n1", cpus=4, accel=20_000)
     shape = "CPU=10000,accel=15000"

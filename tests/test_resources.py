@@ -16,12 +16,14 @@ from redray.resources import (
     fits_totals,
     from_units,
     missing_resources,
+    node_info,
     node_totals,
     parse_reservation,
     parse_shape,
     request,
     shape_of,
     to_units,
+    units_of,
     validate_name,
 )
 
@@ -279,3 +281,49 @@ def test_node_totals_rejects_bad_gpus_and_resources(monkeypatch) -> None:
         node_totals(1, None, {"CPU": 4}, memory=1)
     with pytest.raises(ValueError):
         node_totals(1, None, {"bad name": 4}, memory=1)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_node_info_accepts_only_registrations(value: object) -> None:
+    import json
+
+    info = node_info(json.dumps(value))
+    if info is not None:
+        assert isinstance(info["node_id"], str)
+        assert all(type(v) is int for v in info["totals"].values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=60))
+def test_node_info_of_random_bytes_is_none_or_a_registration(raw: bytes) -> None:
+    info = node_info(raw)
+    assert info is None or isinstance(info["totals"], dict)
+
+
+def test_node_info_of_a_real_registration() -> None:
+    raw = '{"node_id": "n1", "totals": {"CPU": 20000}, "pid": 7}'
+    assert node_info(raw) == {"node_id": "n1", "totals": {"CPU": 20000}, "pid": 7}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=30))
+def test_parse_shape_of_random_text_raises_only_value_error(text: str) -> None:
+    try:
+        parse_shape(text)
+    except ValueError:
+        pass
+
+
+@pytest.mark.parametrize(("raw", "units"), [(b"10000", 10000), (b"junk", 0), (None, 0), ("-5", -5)])
+def test_units_of_stored_values(raw: object, units: int) -> None:
+    assert units_of(raw) == units

@@ -372,3 +372,49 @@ def test_task_spec_decode_of_damaged_spec_raises_only_value_error(
         ts.decode(bytes(raw))
     except ValueError:
         pass
+
+
+field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.text(max_size=4),
+    st.binary(max_size=4),
+    st.tuples(st.integers()),
+    st.tuples(st.text(max_size=3)),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from(["streaming", "dynamic"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(field_values, max_size=15))
+def test_task_spec_with_any_field_types_decodes_only_to_what_a_worker_can_read(
+    fields: list[Any],
+) -> None:
+    try:
+        spec = ts.decode(pickle.dumps((ts.SPEC_VERSION, tuple(fields))))
+    except ValueError:
+        return
+    assert all(isinstance(getattr(spec, f), str) for f in ("task_id", "owner", "function_name"))
+    assert isinstance(spec.args, bytes) and isinstance(spec.deps, tuple)
+    assert spec.extra is None or isinstance(spec.extra, dict)
+    assert ts.result_indexes(spec) is not None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("task_id", 5),
+        ("deps", ["o1"]),
+        ("num_returns", -1),
+        ("num_returns", "many"),
+        ("max_retries", "3"),
+        ("extra", 7),
+        ("args", "text"),
+    ],
+)
+def test_task_spec_decode_names_the_field_of_the_wrong_type(field: str, value: Any) -> None:
+    good = TaskSpec("t", "j", "k", "d", "m.f", pack([b"x"]), ("o1",), 1, "w", 3, False)
+    with pytest.raises(ValueError, match=field):
+        ts.decode(ts.encode(good._replace(**{field: value})))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 
-from redray import ids
+from redray import dead_letters, ids
 from redray import task_spec as ts
 from redray.actor_lifecycle import finalize
 from redray.constants import MAILBOX_GROUP
@@ -186,11 +186,26 @@ class ActorRunner:
             else:
                 self._publish(self._execute_all([(entry_id, fields)]))
 
-    def _fail_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        spec_raw = fields.get(b"s", b"")
+    def _decode(self, entry_id: bytes, fields: dict[bytes, bytes]) -> ts.TaskSpec | None:
+        """The call spec of a mailbox entry; None (and a dead letter) if it has none."""
+        raw = fields.get(b"s", b"")
         try:
-            spec = ts.decode(spec_raw)
-        except ValueError:
+            return ts.decode(raw)
+        except ValueError as exc:
+            dead_letters.record(
+                self.rt.client,
+                self.keys,
+                self.mailbox,
+                f"{exc} (fields: {sorted(k.decode(errors='replace') for k in fields)})",
+                raw,
+                actor=self.actor_id,
+                entry=entry_id.decode(errors="replace"),
+            )
+            return None
+
+    def _fail_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        spec = self._decode(entry_id, fields)
+        if spec is None:
             self._publish([Done(entry_id, None, [])])
             return
         err = ActorDiedError(
@@ -254,10 +269,8 @@ class ActorRunner:
 
     def _execute(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Done:
         """Run one call."""
-        try:
-            spec = ts.decode(fields.get(b"s", b""))
-        except ValueError as exc:
-            log.error("actor %s: dropping a malformed call: %s", self.actor_id, exc)
+        spec = self._decode(entry_id, fields)
+        if spec is None:
             return Done(entry_id, None, [])
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:
@@ -544,9 +557,8 @@ class ActorRunner:
         if self.terminating:
             return None
         loop = asyncio.get_running_loop()
-        try:
-            spec = ts.decode(fields.get(b"s", b""))
-        except ValueError:
+        spec = self._decode(entry_id, fields)
+        if spec is None:
             return Done(entry_id, None, [])
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:

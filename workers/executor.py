@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 import redis
 
-from redray import ids
+from redray import dead_letters, ids
 from redray import task_spec as ts
 from redray.context import TaskContext
 from redray.exceptions import RaySystemError, RayTaskError, TaskCancelledError
@@ -113,9 +113,12 @@ class Executor:
         raw: Any = self.client.hkeys(self.keys.shapes)
         shapes = []
         for s in raw:
-            shape = s.decode()
+            shape = s.decode(errors="replace")
             self._known_shapes.add(shape)
-            need = parse_shape(shape)
+            try:
+                need = parse_shape(shape)
+            except ValueError:
+                continue  # not a shape redray wrote: no task can be queued under it
             if all(self.totals.get(k, 0) >= v for k, v in need.items()):
                 shapes.append(shape)
         self.shapes = shapes
@@ -213,21 +216,23 @@ class Executor:
                         self.refresh_shapes()
                     continue
             self.idle = False
+            task = claimed
             try:
-                claimed = self.run_one(claimed)
-                just_claimed = True
+                claimed = self.run_one(task)
             except redis.ConnectionError:
                 raise
-            except Exception:  # noqa: BLE001 - bad data must not kill the executor
+            except Exception as exc:  # noqa: BLE001 - bad data must not kill the executor
                 log.exception("executor %s: unexpected error; carrying on", self.worker_id)
-                claimed = None
-                time.sleep(BACKOFF)
+                if self.stopping:
+                    return  # an actor's process: its node restarts or ends the actor
+                claimed = self._abandon(task, exc)
+            just_claimed = True
 
     def _note(self, msg: dict[str, Any]) -> bool:
         """True when a notification names a shape we have not seen."""
         data = msg.get("data")
         if isinstance(data, bytes) and msg.get("channel", b"").endswith(b"ready"):
-            return data.decode() not in self._known_shapes
+            return data.decode(errors="replace") not in self._known_shapes
         return False
 
     def _claim(self) -> Claimed | None:
@@ -250,15 +255,24 @@ class Executor:
         try:
             spec = ts.decode(claimed.spec)
         except ValueError as exc:
-            log.error("dropping task %s: %s", claimed.task_id, exc)
+            dead_letters.record(
+                self.client,
+                self.keys,
+                self.keys.task_spec,
+                str(exc),
+                claimed.spec,
+                task=claimed.task_id,
+            )
             return self._finish(claimed, None, [])
         runtime = self.runtime
         if spec.extra and spec.extra.get("actor") and not spec.extra.get("method"):
             from .actor_runner import ActorRunner
 
             # this process now belongs to the actor, until the actor ends
-            ActorRunner(self, claimed, spec).run()
-            self.stopping = True
+            try:
+                ActorRunner(self, claimed, spec).run()
+            finally:
+                self.stopping = True
             return None
         runtime.job_id = spec.job_id
         runtime.namespace = spec.namespace
@@ -323,6 +337,47 @@ class Executor:
         if len(replies) > 1:
             return self.scripts.parse_claim(replies[1])
         return adopted
+
+    def _abandon(self, claimed: Claimed, exc: BaseException) -> Claimed | None:
+        """``run_one`` failed outside the task's own code: fail the task for its
+        owner (or keep it as a dead letter), give its slots back, claim the next."""
+        dead_letters.record(
+            self.client,
+            self.keys,
+            self.keys.task_spec,
+            f"the executor failed on this task: {exc!r}",
+            claimed.spec,
+            task=claimed.task_id,
+        )
+        try:
+            spec: ts.TaskSpec | None = ts.decode(claimed.spec)
+        except ValueError:
+            spec = None
+        # first with an error for the owner; if even that fails, just give the slots back
+        for attempt in ("error", "release"):
+            try:
+                if attempt == "error" and spec is not None:
+                    return self._finish(claimed, spec, self._system_error(spec, exc))
+                return self._finish(claimed, None, [])
+            except redis.ConnectionError:
+                raise
+            except Exception:  # noqa: BLE001 - the publish itself is what fails
+                log.exception("executor %s: could not end task %s", self.worker_id, claimed.task_id)
+        self.current = None
+        time.sleep(BACKOFF)
+        return self._claim_next()
+
+    def _system_error(self, spec: ts.TaskSpec, exc: BaseException) -> list[Any]:
+        err = RaySystemError(
+            f"The worker could not run {spec.function_name} ({spec.task_id}): {exc!r}"
+        )
+        frames = self.runtime.error_frames(err)
+        return [
+            self.runtime.return_value(
+                ids.return_id(spec.task_id, i), KIND_ERROR, frames, self.worker_id
+            )
+            for i in ts.result_indexes(spec)
+        ]
 
     def _publish_until_done(
         self, claimed: Claimed, spec: ts.TaskSpec | None, returns: list[Any]

@@ -7,13 +7,18 @@
 -- KEYS[4]  avail       HASH resource -> free units on this node
 -- KEYS[5]  gpus        HASH GPU id -> free units of that device
 -- KEYS[6]  running     HASH task id -> reservation, this node's running tasks
+-- KEYS[7]  deadletters STREAM where ready entries that name no queued task go
 --
 -- ARGV[1]  node id
 -- ARGV[2]  worker (executor) id
--- ARGV[3..] shapes this node can ever satisfy, e.g. 'CPU=10000,GPU=5000'
+-- ARGV[3]  dead-letter stream cap (XADD MAXLEN ~)
+-- ARGV[4..] shapes this node can ever satisfy, e.g. 'CPU=10000,GPU=5000'
 --
 -- Returns nil when nothing fits, else {task id, spec, reservation} where the
 -- reservation is '<shape>;<gpu id>=<units>,...' (the part after ';' may be empty).
+-- A ready entry is only taken if its task's state points back at it ('Q' ..
+-- entry); any other entry (foreign, malformed, stale) is removed and kept as a
+-- dead letter, so garbage can neither reserve slots nor block its queue.
 
 local function parse(shape)
   local need = {}
@@ -62,10 +67,28 @@ local function fits(need)
   return true
 end
 
+-- the oldest entry of a shape's queue that names a queued task
+local function first_queued(shape)
+  for _ = 1, 100 do
+    local first = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. shape .. '|', '[' .. shape .. '|\255', 'LIMIT', 0, 1)[1]
+    if first == nil then return nil end
+    local tid = string.sub(first, #shape + 17)
+    if tid ~= '' and string.sub(first, #shape + 16, #shape + 16) == '|'
+        and redis.call('HGET', KEYS[3], tid) == 'Q' .. first then
+      return first
+    end
+    redis.call('ZREM', KEYS[1], first)
+    redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[3], '*', 'source', KEYS[1],
+      'reason', 'ready entry names no queued task', 'time', redis.call('TIME')[1],
+      'size', #first, 'data', first)
+  end
+  return nil
+end
+
 local best_member, best_shape, best_need = nil, nil, nil
-for a = 3, #ARGV do
+for a = 4, #ARGV do
   local shape = ARGV[a]
-  local first = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. shape .. '|', '[' .. shape .. '|\255', 'LIMIT', 0, 1)[1]
+  local first = first_queued(shape)
   if first ~= nil then
     local need = parse(shape)
     if fits(need) then
