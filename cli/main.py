@@ -361,6 +361,13 @@ def _node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             envvar="REDRAY_MAX_EXECUTORS",
             help="Most executor processes [default: max(32, 4 x the minimum)].",
         ),
+        click.option(
+            "--min-free-memory",
+            type=click.FloatRange(min=0),
+            envvar="REDRAY_MIN_FREE_MEMORY",
+            help="Take no new work while the machine has less memory available: bytes, or a "
+            "fraction of its memory if at most 1 [default: 0.05].",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -425,6 +432,7 @@ def worker(
     resources: dict[str, float],
     min_executors: int | None,
     max_executors: int | None,
+    min_free_memory: float | None,
     node_id: str | None,
 ) -> None:
     """Run a worker node in the foreground until SIGTERM or Ctrl-C."""
@@ -438,6 +446,7 @@ def worker(
         node_id=node_id,
         min_executors=min_executors,
         max_executors=max_executors,
+        min_free_memory=min_free_memory,
     )
     logging.basicConfig(level=logging.WARNING, format="(redray node) %(levelname)s %(message)s")
     try:
@@ -516,6 +525,7 @@ def start(
     resources: dict[str, float],
     min_executors: int | None,
     max_executors: int | None,
+    min_free_memory: float | None,
     redis_server: str | None,
     appendonly: bool,
     startup_timeout: float,
@@ -541,6 +551,7 @@ def start(
         resources=resources,
         min_executors=min_executors,
         max_executors=max_executors,
+        min_free_memory=min_free_memory,
     )
     if head:
         _start_head(node, host, port, redis_server, appendonly, startup_timeout)

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .actor import death_record, fail_call
-from .exceptions import ActorDiedError
+from .exceptions import ActorDiedError, ActorOutOfMemoryError
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -121,10 +121,16 @@ def finish_unplaced(runtime: Runtime, actor_id: str) -> None:
 
 
 def process_exited(
-    runtime: Runtime, node_id: str, actor_id: str, how: str, task_id: str = ""
+    runtime: Runtime,
+    node_id: str,
+    actor_id: str,
+    how: str,
+    task_id: str = "",
+    memory: tuple[int, int] | None = None,
 ) -> None:
     """An actor's process on ``node_id`` is gone: restart it or finalize it.
-    ``task_id`` is its creation task, when the caller knows it."""
+    ``task_id`` is its creation task, when the caller knows it; ``memory`` is
+    (used, allowed) when its node killed it for outgrowing ``memory=``."""
     keys = runtime.keys
     info = actor_info(runtime, actor_id)
     cls = info.get("class_name", "?")
@@ -140,15 +146,24 @@ def process_exited(
         else 0
     )
     if requeued == 1:
+        # the next incarnation fails the calls that ran out of retries with this cause
         runtime.client.hset(
-            keys.actor(actor_id), mapping={"state": "RESTARTING", "node": "", "worker": ""}
+            keys.actor(actor_id),
+            mapping={
+                "state": "RESTARTING",
+                "node": "",
+                "worker": "",
+                "exit": how,
+                "exit_oom": "1" if memory else "",
+            },
         )
         log.warning("actor %s (%s) died (%s); restarting it", cls, actor_id, how)
         return
+    death = ActorOutOfMemoryError if memory else ActorDiedError
     finalize(
         runtime,
         actor_id,
-        ActorDiedError(
+        death(
             f"The actor {cls} ({actor_id}) died unexpectedly ({how}) and has no restarts left "
             f"(max_restarts={max_restarts})."
         ),

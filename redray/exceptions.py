@@ -202,6 +202,11 @@ class ActorDiedError(RayActorError):
     """The actor's process died or it was killed; calls to it fail."""
 
 
+class ActorOutOfMemoryError(ActorDiedError, OutOfMemoryError):
+    """The actor's process was killed for using more memory than its ``memory=``;
+    caught by ``except OutOfMemoryError`` as well as ``except ActorDiedError``."""
+
+
 class ActorUnavailableError(RayError):
     """The actor is temporarily unreachable (restarting); the call may be retried."""
 
@@ -228,6 +233,7 @@ class NodeDiedError(RayError):
 
 __all__ = [
     "ActorDiedError",
+    "ActorOutOfMemoryError",
     "ActorUnavailableError",
     "CrossLanguageError",
     "GetTimeoutError",

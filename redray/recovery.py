@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ids
 from . import task_spec as ts
-from .exceptions import WorkerCrashedError
+from .exceptions import OutOfMemoryError, WorkerCrashedError
 from .serialization import KIND_ERROR
 
 if TYPE_CHECKING:
@@ -25,9 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def recover_task(
-    runtime: Runtime, node_id: str, task_id: str, how: str, node_died: bool = False
+    runtime: Runtime,
+    node_id: str,
+    task_id: str,
+    how: str,
+    node_died: bool = False,
+    memory: tuple[int, int] | None = None,
 ) -> None:
-    """The process running ``task_id`` on ``node_id`` is gone: retry or fail it."""
+    """The process running ``task_id`` on ``node_id`` is gone: retry or fail it.
+    ``memory`` is (used, allowed) when its node killed it for outgrowing ``memory=``."""
     raw: Any = runtime.client.hget(runtime.keys.task_spec, task_id)
     spec = None
     if raw:
@@ -38,23 +44,36 @@ def recover_task(
     if spec is not None and spec.extra and spec.extra.get("actor") and not spec.extra.get("method"):
         from .actor_lifecycle import process_exited
 
-        process_exited(runtime, node_id, spec.extra["actor"], how, task_id)
+        process_exited(runtime, node_id, spec.extra["actor"], how, task_id, memory)
         return
-    # a cancelled task is never retried
+    # neither a cancelled task nor one that outgrew its memory= is retried
     cancelled = bool(runtime.client.sismember(runtime.keys.cancelled, task_id))
-    max_retries = spec.max_retries if spec is not None and not cancelled else 0
-    outcome = runtime.scripts.requeue(node_id, task_id, max_retries)
-    if outcome != 0 or spec is None:
+    budget = spec.max_retries if spec is not None and not cancelled and memory is None else 0
+    outcome = runtime.scripts.requeue(node_id, task_id, budget)
+    if outcome != 0:
         return
-    if cancelled:
-        what = "was killed by cancel(force=True)"
+    if spec is None:
+        # nobody to tell: forget the task's records (its slots are already back)
+        runtime.scripts.complete(
+            task_id=task_id, job_id="", owner="-", node_id=None, reservation="", returns=[]
+        )
+        return
+    err: Exception
+    if memory is not None:
+        err = OutOfMemoryError(
+            f"The task {spec.function_name} ({task_id}) was {how}. It is not retried: "
+            "ask for more with memory=, or use less."
+        )
+    elif cancelled:
+        err = WorkerCrashedError(
+            f"The task {spec.function_name} ({task_id}) was killed by cancel(force=True)."
+        )
     else:
         where = "node" if node_died else "worker"
-        what = (
-            f"died (its {where}: {how}) and its retry budget "
-            f"(max_retries={spec.max_retries}) is spent"
+        err = WorkerCrashedError(
+            f"The task {spec.function_name} ({task_id}) died (its {where}: {how}) and its "
+            f"retry budget (max_retries={spec.max_retries}) is spent."
         )
-    err = WorkerCrashedError(f"The task {spec.function_name} ({task_id}) {what}.")
     frames = runtime.error_frames(err)
     returns = [
         runtime.return_value(ids.return_id(task_id, i), KIND_ERROR, frames, "crash")

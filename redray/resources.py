@@ -89,6 +89,11 @@ def parse_shape(shape: str) -> dict[str, int]:
     return out
 
 
+def memory_limit(units: Mapping[str, int]) -> int:
+    """Bytes of ``memory`` in a reservation's units (0 when none was asked for)."""
+    return units.get("memory", 0) // RESOURCE_UNIT
+
+
 def node_info(raw: bytes | str) -> dict[str, Any] | None:
     """A node's registration (its JSON in the nodes hash), or None when the
     value is not one: foreign data there must not break cluster listings."""

@@ -26,8 +26,13 @@ from redray import task_spec as ts
 from redray.actor_lifecycle import finalize
 from redray.constants import MAILBOX_GROUP
 from redray.context import ActorContext, TaskContext
-from redray.exceptions import ActorDiedError, RayTaskError, TaskCancelledError
-from redray.resources import from_units, parse_reservation
+from redray.exceptions import (
+    ActorDiedError,
+    ActorOutOfMemoryError,
+    RayTaskError,
+    TaskCancelledError,
+)
+from redray.resources import from_units, memory_limit, parse_reservation
 from redray.scripts import Batch, Claimed, ReturnValue
 from redray.serialization import KIND_ERROR, KIND_VALUE, encode_record
 
@@ -79,12 +84,15 @@ class ActorRunner:
         #: __ray_terminate__ was reached: later entries stay in the mailbox,
         #: where finalize() fails them with ActorDiedError
         self.terminating = False
+        #: how the previous incarnation ended (from the record), and whether for memory
+        self.last_exit: tuple[str, bool] = ("", False)
 
     # -- life ------------------------------------------------------------------------
     def run(self) -> None:
         ex, rt, spec = self.ex, self.rt, self.spec
-        ex._set_state(sl.ACTOR, spec.task_id, self.actor_id)
         units, gpus = parse_reservation(self.claimed.reservation)
+        # memory= is held (and enforced) for the actor's whole life
+        ex._set_state(sl.ACTOR, spec.task_id, self.actor_id, memory_limit(units))
         ex._apply_env(spec, gpus)  # for the actor's whole life
         rt.job_id = spec.job_id
         rt.namespace = self.extra.get("namespace", "")
@@ -177,6 +185,8 @@ class ActorRunner:
         deliveries = {p["message_id"]: p["times_delivered"] for p in pending}
         ids_: list[Any] = [p["message_id"] for p in pending]
         claimed: Any = client.xclaim(self.mailbox, MAILBOX_GROUP, self.consumer, 0, ids_)
+        last: Any = client.hmget(self.keys.actor(self.actor_id), ["exit", "exit_oom"])
+        self.last_exit = (last[0] or b"").decode(errors="replace"), bool(last[1])
         for entry_id, fields in claimed:
             # delivered n times = run n times, each ended by a crash: n - 1 retries used
             retries_used = int(deliveries.get(entry_id, 1)) - 1
@@ -208,10 +218,12 @@ class ActorRunner:
         if spec is None:
             self._publish([Done(entry_id, None, [])])
             return
-        err = ActorDiedError(
+        how, oom = self.last_exit
+        death = ActorOutOfMemoryError if oom else ActorDiedError
+        err = death(
             f"The actor {self.spec.function_name} ({self.actor_id}) died while running "
-            f"{spec.function_name}, and max_task_retries={self.max_task_retries} allows no "
-            "more attempts."
+            f"{spec.function_name}{f' ({how})' if how else ''}, and "
+            f"max_task_retries={self.max_task_retries} allows no more attempts."
         )
         record = bytes(encode_record(KIND_ERROR, self.rt.error_frames(err))["d"])
         returns = [

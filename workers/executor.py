@@ -27,7 +27,7 @@ from redray.context import TaskContext
 from redray.exceptions import RaySystemError, RayTaskError, TaskCancelledError
 from redray.generator import DynamicObjectRefGenerator
 from redray.object_ref import ObjectRef
-from redray.resources import from_units, parse_reservation, parse_shape
+from redray.resources import from_units, memory_limit, parse_reservation, parse_shape
 from redray.runtime import Runtime
 from redray.scripts import Claimed
 from redray.serialization import KIND_ERROR, KIND_VALUE, unpack
@@ -76,17 +76,23 @@ class Executor:
         self._known_shapes: set[str] = set()
         self.current: Claimed | None = None
         self.current_cpu = 0
+        #: bytes the running task declared with memory= (0: no limit)
+        self.current_memory = 0
         self.stopping = False
         self.idle = True
         #: KeyboardInterrupt (cancel) may only be raised while this is set
         self.in_user_code = False
 
     # -- state ---------------------------------------------------------------------
-    def _set_state(self, state: int, task_id: str = "", actor_id: str = "") -> None:
+    def _set_state(
+        self, state: int, task_id: str = "", actor_id: str = "", memory: int = 0
+    ) -> None:
         slots = self.slots
         if slots is not None:
             slots.set_task(self.slot, task_id)
             slots.set_actor(self.slot, actor_id)
+            # the agent kills this process if it grows past what was declared
+            slots.set_memory_limit(self.slot, memory)
             slots.set_state(self.slot, state)
             # the agent sleeps until it may need another executor
             if state == sl.BLOCKED or (state == sl.RUNNING and not slots.any_idle()):
@@ -99,7 +105,7 @@ class Executor:
                 pipe.publish(self.keys.node_channel(self.node_id), "cpu")
                 pipe.execute()
         if self.current is not None:
-            self._set_state(sl.BLOCKED, self.current.task_id)
+            self._set_state(sl.BLOCKED, self.current.task_id, memory=self.current_memory)
 
     def _on_unblock(self) -> None:
         # Taken back even if that over-commits for a moment, as Ray does: the
@@ -107,7 +113,7 @@ class Executor:
         if self.current_cpu:
             self.client.hincrby(self.keys.node_avail(self.node_id), "CPU", -self.current_cpu)
         if self.current is not None:
-            self._set_state(sl.RUNNING, self.current.task_id)
+            self._set_state(sl.RUNNING, self.current.task_id, memory=self.current_memory)
 
     def refresh_shapes(self) -> None:
         raw: Any = self.client.hkeys(self.keys.shapes)
@@ -235,8 +241,12 @@ class Executor:
             return data.decode(errors="replace") not in self._known_shapes
         return False
 
+    def _taking_work(self) -> bool:
+        # the node stops taking work while its machine is short of memory
+        return bool(self.shapes) and not (self.slots is not None and self.slots.paused())
+
     def _claim(self) -> Claimed | None:
-        if not self.shapes:
+        if not self._taking_work():
             return None
         reply = self.scripts.claim(self.node_id, self.worker_id, self.shapes)
         return self.scripts.parse_claim(reply)
@@ -245,9 +255,10 @@ class Executor:
     def run_one(self, claimed: Claimed) -> Claimed | None:
         """Run a claimed task, publish its results, and claim the next one."""
         self.current = claimed
-        self._set_state(sl.RUNNING, claimed.task_id)
         units, gpus = parse_reservation(claimed.reservation)
         self.current_cpu = units.get("CPU", 0)
+        self.current_memory = memory_limit(units)
+        self._set_state(sl.RUNNING, claimed.task_id, memory=self.current_memory)
         # a cancel() that arrived between the claim and now
         self.runtime.cancel_requested = (
             self.slots is not None and self.slots.cancel_request(self.slot) == claimed.task_id
@@ -316,7 +327,7 @@ class Executor:
             returns=returns,
             pipe=pipe,
         )
-        if not self.stopping and self.shapes:
+        if not self.stopping and self._taking_work():
             self.scripts.claim(self.node_id, self.worker_id, self.shapes, pipe=pipe)
         adopted: Claimed | None = None
         try:
@@ -329,7 +340,7 @@ class Executor:
             replies = []
             adopted = self.adopt()
         self.current = None
-        self.current_cpu = 0
+        self.current_cpu = self.current_memory = 0
         runtime.current_task = None
         if runtime.refs.size() > PRUNE_AT:
             runtime.refs.prune()
@@ -399,6 +410,7 @@ class Executor:
                     raise
 
     def _claim_next(self) -> Claimed | None:
+        self.current_cpu = self.current_memory = 0
         self._set_state(sl.IDLE)
         self.runtime.current_task = None
         return None if self.stopping else self._claim()

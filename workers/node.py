@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -33,6 +33,7 @@ from redray.settings import Settings
 
 from . import slots as sl
 from .executor import executor_main
+from .memory import CHECK_INTERVAL, MemoryMonitor, floor_bytes, format_bytes
 
 log = logging.getLogger("redray.node")
 
@@ -61,6 +62,21 @@ class NodeConfig:
     owner_pid: int | None = None
     server_pid: int | None = None
     server_dir: str | None = None
+    #: take no new work while the machine has less memory available than this:
+    #: bytes, or a fraction of its memory when at most 1 (None: 5%)
+    min_free_memory: float | None = None
+
+
+class Exited(NamedTuple):
+    """An executor that exited, with what it held (kept until Redis has heard)."""
+
+    state: int
+    task_id: str
+    actor_id: str
+    worker_id: str
+    status: int
+    #: (bytes used, bytes allowed) when the agent killed it for memory
+    memory: tuple[int, int] | None
 
 
 class NodeAgent:
@@ -76,8 +92,8 @@ class NodeAgent:
         # actors hold a slot each for their whole life, beyond the task executors
         self.slots = sl.Slots(self.max_executors + MAX_ACTORS)
         self.pids: dict[int, tuple[int, str]] = {}  # pid -> (slot, worker id)
-        #: (slot state, task id, actor id, worker id, exit status) of exited executors
-        self.orphans: list[tuple[int, str, str, str, int]] = []
+        self.orphans: list[Exited] = []
+        self.memory = MemoryMonitor(self.slots, floor_bytes(config.min_free_memory))
         self.idle_since: dict[int, float] = {}
         self.client = self.settings.client()
         self.stopping = False
@@ -169,34 +185,43 @@ class NodeAgent:
             if entry is None:
                 continue
             slot, worker_id = entry
-            state = self.slots.state(slot)
-            task_id = self.slots.task(slot)
-            actor_id = self.slots.actor(slot)
+            exited = Exited(
+                self.slots.state(slot),
+                self.slots.task(slot),
+                self.slots.actor(slot),
+                worker_id,
+                status,
+                self.memory.exited(pid),
+            )
             self.slots.set_state(slot, sl.FREE)
+            self.slots.set_memory_limit(slot, 0)
             # kept until done: Redis may be down right now
-            self.orphans.append((state, task_id, actor_id, worker_id, status))
+            self.orphans.append(exited)
         self.recover_orphans()
 
     def recover_orphans(self) -> None:
         """Re-queue (or restart) what exited executors held; retried until Redis answers."""
-        while self.orphans:
-            state, task_id, actor_id, worker_id, status = self.orphans[0]
-            self.client.delete(self.keys.inbox(worker_id))
-            if state == sl.ACTOR and actor_id:
-                from redray.actor_lifecycle import process_exited
-
-                process_exited(
-                    self.runtime(), self.node_id, actor_id, _describe_exit(status), task_id
-                )
-            elif state in (sl.RUNNING, sl.BLOCKED) and task_id:
-                self.recover(task_id, worker_id, status)
-            self.orphans.pop(0)
-
-    def recover(self, task_id: str, worker_id: str, status: int) -> None:
-        """An executor died mid-task: re-queue the task or fail it."""
+        from redray.actor_lifecycle import process_exited
         from redray.recovery import recover_task
 
-        recover_task(self.runtime(), self.node_id, task_id, _describe_exit(status))
+        while self.orphans:
+            gone = self.orphans[0]
+            how = _describe_exit(gone.status, gone.memory)
+            try:
+                self.client.delete(self.keys.inbox(gone.worker_id))
+                if gone.state == sl.ACTOR and gone.actor_id:
+                    process_exited(
+                        self.runtime(), self.node_id, gone.actor_id, how, gone.task_id, gone.memory
+                    )
+                elif gone.state in (sl.RUNNING, sl.BLOCKED) and gone.task_id:
+                    recover_task(
+                        self.runtime(), self.node_id, gone.task_id, how, memory=gone.memory
+                    )
+            except redis.ConnectionError:
+                raise
+            except Exception:  # noqa: BLE001 - bad data in Redis must not stop the node
+                log.exception("node %s: could not recover %s", self.node_id, gone)
+            self.orphans.pop(0)
 
     def scale(self) -> None:
         counts = self.slots.counts()
@@ -247,8 +272,12 @@ class NodeAgent:
                             break
                         self.client.zadd(self.keys.heartbeats, {self.node_id: time.time()})
                         last_beat = now
+                        if self.memory.check_machine() and not self.slots.paused():
+                            # wake the executors that stopped claiming
+                            self.client.publish(self.keys.node_channel(self.node_id), "memory")
                         self.reap_dead_jobs()
                         self.reap_dead_nodes()
+                    self.memory.check_executors(self.pids)
                     self.reap()
                     self.scale()
                 except redis.ConnectionError as exc:
@@ -257,6 +286,8 @@ class NodeAgent:
                         break
                     log.warning("node %s: Redis unreachable (%s); retrying", self.node_id, exc)
                     time.sleep(1.0)
+                except Exception:  # noqa: BLE001 - e.g. foreign data at a redray key
+                    log.exception("node %s: unexpected error; carrying on", self.node_id)
                 # sleep until an executor pokes (busy/blocked), a child exits
                 # (SIGCHLD pokes too), a control message arrives or the next
                 # heartbeat is due
@@ -264,7 +295,8 @@ class NodeAgent:
                 sock = getattr(control.connection, "_sock", None)
                 if sock is not None:
                     watched.append(sock.fileno())
-                select.select(watched, [], [], HEARTBEAT_INTERVAL)
+                limited = self.memory.any_limited(self.pids)
+                select.select(watched, [], [], CHECK_INTERVAL if limited else HEARTBEAT_INTERVAL)
                 self.slots.drain()
                 self.handle_control(control)
         finally:
@@ -405,7 +437,13 @@ class NodeAgent:
                 self.slots.set_state(entry[0], sl.FREE)
 
 
-def _describe_exit(status: int) -> str:
+def _describe_exit(status: int, memory: tuple[int, int] | None = None) -> str:
+    if memory is not None:
+        used, allowed = memory
+        return (
+            f"killed for using {format_bytes(used)} of memory, more than its "
+            f"memory={format_bytes(allowed)}"
+        )
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
     return f"exit code {os.WEXITSTATUS(status)}"

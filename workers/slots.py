@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 
 FREE = 0
 STARTING = 1
@@ -20,18 +21,23 @@ BLOCKED = 4
 #: task, the actor field the actor id
 ACTOR = 5
 
-_SLOT = 128
+_SLOT = 144
 _TID = 40
 #: offset of the task id a cancel request names
 _CANCEL = 1 + _TID
 #: offset of the actor id of an ACTOR slot
 _ACTOR = 1 + 2 * _TID
+#: offset of the memory limit (bytes, 0 for none) of what the executor runs
+_MEMORY = 1 + 3 * _TID
+_LIMIT = struct.Struct("<Q")
 
 
 class Slots:
     def __init__(self, count: int) -> None:
         self.count = count
-        self._mem = mmap.mmap(-1, count * _SLOT)
+        # the slots, then one byte for the whole node: 1 while it takes no new work
+        self._mem = mmap.mmap(-1, count * _SLOT + 1)
+        self._paused_at = count * _SLOT
         #: executors write a byte here when the agent may need to act
         #: (the last idle executor got busy, or one blocked in get)
         self.wake_r, self.wake_w = os.pipe()
@@ -86,6 +92,19 @@ class Slots:
     def set_actor(self, slot: int, actor_id: str) -> None:
         raw = actor_id.encode()[:_TID].ljust(_TID, b"\0")
         self._mem[slot * _SLOT + _ACTOR : slot * _SLOT + _ACTOR + _TID] = raw
+
+    def memory_limit(self, slot: int) -> int:
+        return int(_LIMIT.unpack_from(self._mem, slot * _SLOT + _MEMORY)[0])
+
+    def set_memory_limit(self, slot: int, limit: int) -> None:
+        _LIMIT.pack_into(self._mem, slot * _SLOT + _MEMORY, max(limit, 0))
+
+    def paused(self) -> bool:
+        """Whether the node takes no new work (its machine is short of memory)."""
+        return self._mem[self._paused_at] == 1
+
+    def set_paused(self, paused: bool) -> None:
+        self._mem[self._paused_at] = 1 if paused else 0
 
     def free_slot(self) -> int | None:
         for i in range(self.count):
