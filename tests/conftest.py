@@ -23,7 +23,7 @@ import redis
 
 import redray
 from redray.constants import Keys
-from redray.server import ServerProcess, start_server
+from redray.server import ServerProcess, free_port, launch_server, start_server, wait_ready
 from redray.settings import Settings
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -183,3 +183,41 @@ def _no_leaked_driver() -> Iterator[None]:
     yield
     if redray.is_initialized():
         redray.shutdown()
+
+
+class PersistentServer:
+    """A server with the documented persistence settings (AOF, fsync on every
+    write), that a test can SIGKILL and start again in place."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.server: ServerProcess | None = None
+
+    def start(self) -> None:
+        self.server = launch_server(
+            binary=os.environ.get("REDRAY_TEST_SERVER") or None,
+            port=self.port,
+            directory=self.directory,
+            appendonly=True,
+            extra_args=["--appendfsync", "always"],
+        )
+        self.server.owns_directory = False
+        wait_ready(self.server)
+
+    def kill(self) -> None:
+        assert self.server is not None
+        self.server.process.kill()
+        self.server.process.wait()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+@pytest.fixture
+def persistent(tmp_path: Path) -> Iterator[PersistentServer]:
+    server = PersistentServer(str(tmp_path / "data"))
+    server.start()
+    yield server
+    server.stop()

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator
 
 import pytest
 from conftest import start_node
 
 import redray
-from redray.server import ServerProcess, free_port, launch_server, wait_ready
 from redray.settings import Settings
 
 
@@ -29,42 +27,6 @@ class Tally:
     def add(self, x: int) -> int:
         self.total += x
         return self.total
-
-
-class PersistentServer:
-    """A server with the documented persistence settings, restartable in place."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.server: ServerProcess | None = None
-
-    def start(self) -> None:
-        self.server = launch_server(
-            port=self.port,
-            directory=self.directory,
-            appendonly=True,
-            extra_args=["--appendfsync", "always"],
-        )
-        self.server.owns_directory = False
-        wait_ready(self.server)
-
-    def kill(self) -> None:
-        assert self.server is not None
-        self.server.process.kill()
-        self.server.process.wait()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-
-@pytest.fixture
-def persistent(tmp_path) -> Iterator[PersistentServer]:
-    server = PersistentServer(str(tmp_path / "data"))
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_tasks_survive_a_redis_kill_and_restart(persistent):
