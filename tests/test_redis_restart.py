@@ -78,3 +78,29 @@ def test_get_while_redis_is_down_raises_connection_error(persistent):
         redray.shutdown()
     finally:
         node.stop()
+
+
+def test_remote_while_redis_is_down_raises_connection_error_and_loses_no_submission(persistent):
+    settings = Settings(host="127.0.0.1", port=persistent.port)
+    node = start_node(settings, num_cpus=1)
+    try:
+        redray.init(address=settings.to_url())
+        assert redray.get(slow_identity.remote(0), timeout=30) == 0
+        persistent.kill()
+        submitted = []
+        started = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # bounded: redis-py's retries (about 5 s), never a hang
+            with pytest.raises(ConnectionError, match=str(persistent.port)):
+                while time.monotonic() - started < 60:
+                    submitted.append(slow_identity.remote(len(submitted) + 1))
+                    time.sleep(0.1)
+        assert submitted, "the first .remote() calls are buffered, not refused"
+        persistent.start()
+        # what .remote() accepted before the error still runs once Redis is back
+        expected = list(range(1, len(submitted) + 1))
+        assert redray.get(submitted, timeout=90) == expected
+        redray.shutdown()
+    finally:
+        node.stop()
