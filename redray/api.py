@@ -509,7 +509,7 @@ def cancel(object_ref: ObjectRef[Any], *, force: bool = False, recursive: bool =
     cancelled through asyncio; ``force=True`` on an actor call is ValueError.
     """
     _check_refs(object_ref, "cancel()")
-    current_runtime().cancel(object_ref._id, force=force)
+    current_runtime().cancel(object_ref._id, force=force, recursive=recursive)
 
 
 # -- cluster state -------------------------------------------------------------------------

@@ -730,13 +730,14 @@ class Runtime:
             return self.serializer.dumps(fallback)
 
     # -- cancel ------------------------------------------------------------------------
-    def cancel(self, oid: str, force: bool = False) -> bool:
+    def cancel(self, oid: str, force: bool = False, recursive: bool = True) -> bool:
         """Cancel the task that produces ``oid``.
 
         A task that has not started is taken out of the scheduler and never
         runs; a running one is interrupted (KeyboardInterrupt in its code) or,
-        with ``force``, its executor is killed. Returns False when the task
-        had already finished.
+        with ``force``, its executor is killed; with ``recursive`` the tasks it
+        submitted are cancelled too. Returns False when the task had already
+        finished.
         """
         self.flush()
         tid = ids.task_of(oid)
@@ -756,7 +757,9 @@ class Runtime:
             self.client.sadd(self.keys.cancelled, tid)
             self.client.publish(
                 self.keys.control_channel(node_id),
-                f"cancel {worker_id} {tid}" + (" force" if force else ""),
+                f"cancel {worker_id} {tid}"
+                + (" force" if force else "")
+                + ("" if recursive else " shallow"),
             )
             return True
         return False

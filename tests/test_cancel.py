@@ -129,3 +129,54 @@ def test_force_cancel_of_an_actor_call_is_a_value_error(cluster):
     actor = Sleepy.remote()
     with pytest.raises(ValueError):
         redray.cancel(actor.nap.remote(0), force=True)
+
+
+@redray.remote
+class Busy:
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def hold(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return "held"
+
+    def note(self, name: str) -> str:
+        self.ran.append(name)
+        return name
+
+    def history(self) -> list[str]:
+        return self.ran
+
+
+def test_pending_actor_call_is_dropped_and_never_runs(cluster):
+    actor = Busy.remote()
+    blocker = actor.hold.remote(1.5)
+    doomed = actor.note.remote("doomed")
+    kept = actor.note.remote("kept")
+    redray.cancel(doomed)
+    with pytest.raises(TaskCancelledError):
+        redray.get(doomed, timeout=20)
+    assert redray.get([blocker, kept], timeout=20) == ["held", "kept"]
+    assert redray.get(actor.history.remote(), timeout=20) == ["kept"]
+
+
+def test_cancelled_task_is_not_retried_even_with_retry_exceptions(cluster, tmp_path):
+    marker = tmp_path / "interrupted"
+    ref = watch_for_cancel.options(max_retries=3, retry_exceptions=True).remote(str(marker))
+    _wait_running(ref)
+    redray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        redray.get(ref, timeout=20)
+    time.sleep(0.5)
+    assert redray.available_resources().get("CPU", 0) == 2  # nothing runs it again
+
+
+def test_non_recursive_cancel_leaves_the_child_running(cluster):
+    ref = parent_of_sleeper.remote()
+    _wait_running(ref)
+    time.sleep(0.5)  # the child is submitted and running
+    redray.cancel(ref, recursive=False)
+    with pytest.raises(TaskCancelledError):
+        redray.get(ref, timeout=20)
+    time.sleep(0.5)
+    assert redray.available_resources().get("CPU", 0) == 1  # the child still holds one

@@ -149,6 +149,9 @@ class ActorRunner:
         rt.current_task = None
         self.control = rt.blocking_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self.control.subscribe(self.keys.actor_channel(self.actor_id))
+        # cancel() of a call sent before we listened: only in the cancelled set
+        early: Any = rt.client.smembers(self.keys.cancelled)
+        self.cancelled.update(m.decode(errors="replace") for m in early)
         try:
             self.recover()
             while True:

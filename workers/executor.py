@@ -260,9 +260,7 @@ class Executor:
         self.current_memory = memory_limit(units)
         self._set_state(sl.RUNNING, claimed.task_id, memory=self.current_memory)
         # a cancel() that arrived between the claim and now
-        self.runtime.cancel_requested = (
-            self.slots is not None and self.slots.cancel_request(self.slot) == claimed.task_id
-        )
+        self.runtime.cancel_requested = self.cancel_requested_here()
         try:
             spec = ts.decode(claimed.spec)
         except ValueError as exc:
@@ -552,8 +550,19 @@ class Executor:
             self.publish_item(spec, count, KIND_ERROR, self.runtime.error_frames(error))
         return [(0, KIND_VALUE, self.runtime.serializer.dumps(count))]
 
+    def cancel_requested_here(self) -> bool:
+        """Whether the node was asked to cancel the task this executor runs."""
+        slots, current = self.slots, self.current
+        return (
+            slots is not None
+            and current is not None
+            and slots.cancel_request(self.slot) == current.task_id
+        )
+
     def _cancel_children(self) -> None:
         """cancel(recursive=True): the tasks this task submitted go too."""
+        if self.slots is not None and not self.slots.cancel_recursive(self.slot):
+            return
         for child in self.runtime.children:
             try:
                 self.runtime.cancel(ids.return_id(child, 1), force=False)
@@ -689,7 +698,7 @@ def executor_main(
         # cancel(): only the task the node named, and only inside its own code
         if executor is None or executor.current is None or executor.slots is None:
             return
-        if executor.slots.cancel_request(executor.slot) != executor.current.task_id:
+        if not executor.cancel_requested_here():
             return
         executor.runtime.cancel_requested = True
         if executor.in_user_code:

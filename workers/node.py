@@ -324,12 +324,14 @@ class NodeAgent:
             for pid, (slot, wid) in self.pids.items():
                 if wid != words[1]:
                     continue
-                if words[0] == "kill" or (len(words) > 3 and words[3] == "force"):
+                flags = words[3:]
+                if words[0] == "kill" or "force" in flags:
                     sig = signal.SIGKILL
                 else:
                     # the executor raises KeyboardInterrupt in the task if it
                     # still runs the task named here
-                    self.slots.set_cancel_request(slot, words[2] if len(words) > 2 else "")
+                    task_id = words[2] if len(words) > 2 else ""
+                    self.slots.set_cancel_request(slot, task_id, "shallow" not in flags)
                     sig = signal.SIGINT
                 try:
                     os.kill(pid, sig)

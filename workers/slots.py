@@ -29,6 +29,8 @@ _CANCEL = 1 + _TID
 _ACTOR = 1 + 2 * _TID
 #: offset of the memory limit (bytes, 0 for none) of what the executor runs
 _MEMORY = 1 + 3 * _TID
+#: offset of the byte that is 1 when a cancel request spares the task's children
+_SHALLOW = _MEMORY + 8
 _LIMIT = struct.Struct("<Q")
 
 
@@ -81,9 +83,14 @@ class Slots:
         raw = self._mem[slot * _SLOT + _CANCEL : slot * _SLOT + _CANCEL + _TID]
         return raw.rstrip(b"\0").decode()
 
-    def set_cancel_request(self, slot: int, task_id: str) -> None:
+    def set_cancel_request(self, slot: int, task_id: str, recursive: bool = True) -> None:
+        self._mem[slot * _SLOT + _SHALLOW] = 0 if recursive else 1
         raw = task_id.encode()[:_TID].ljust(_TID, b"\0")
         self._mem[slot * _SLOT + _CANCEL : slot * _SLOT + _CANCEL + _TID] = raw
+
+    def cancel_recursive(self, slot: int) -> bool:
+        """Whether the cancel request also cancels the tasks the task submitted."""
+        return self._mem[slot * _SLOT + _SHALLOW] == 0
 
     def actor(self, slot: int) -> str:
         raw = self._mem[slot * _SLOT + _ACTOR : slot * _SLOT + _ACTOR + _TID]
