@@ -52,3 +52,25 @@ def test_actor_of_a_killed_node_restarts_on_another(settings, node_factory, conn
     survivor = node_factory(num_cpus=1, resources={"home": 1}, config=fast)
     doomed.kill()
     assert redray.get(keeper.where.remote(), timeout=60) == survivor.node_id
+
+
+@redray.remote
+def long_task(log: str, seconds: float) -> str:
+    with open(log, "a") as f:
+        f.write("run\n")
+    time.sleep(seconds)
+    return "done"
+
+
+def test_a_task_longer_than_the_node_timeout_is_never_handed_out_twice(
+    settings, node_factory, connect, tmp_path
+):
+    # the claim is held by the node's heartbeat (every second), not by a
+    # visibility timeout: a task twice as long as the timeout runs once
+    fast = {"node_timeout": 3.0}
+    node_factory(num_cpus=1, config=fast)
+    node_factory(num_cpus=1, config=fast)
+    connect()
+    log = tmp_path / "runs"
+    assert redray.get(long_task.remote(str(log), 6.0), timeout=30) == "done"
+    assert log.read_text() == "run\n"
