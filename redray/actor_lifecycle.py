@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .actor import death_record, fail_call
 from .exceptions import ActorDiedError, ActorOutOfMemoryError
+from .scripts import NO_OWNER
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -77,7 +78,7 @@ def finalize(
     runtime.scripts.complete(
         task_id=task_id,
         job_id=info.get("job", ""),
-        owner="-",
+        owner=NO_OWNER,
         node_id=node or None,
         reservation=reservation,
         returns=[],

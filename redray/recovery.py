@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import ids
 from . import task_spec as ts
 from .exceptions import OutOfMemoryError, WorkerCrashedError
+from .scripts import NO_OWNER
 from .serialization import KIND_ERROR
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def recover_task(
     if spec is None:
         # nobody to tell: forget the task's records (its slots are already back)
         runtime.scripts.complete(
-            task_id=task_id, job_id="", owner="-", node_id=None, reservation="", returns=[]
+            task_id=task_id, job_id="", owner=NO_OWNER, node_id=None, reservation="", returns=[]
         )
         return
     err: Exception

@@ -100,6 +100,11 @@ class ReturnValue:
     staged_attempt: str | None = None
 
 
+#: The owner of a task nobody waits for (an actor's creation task, an
+#: unreadable spec): complete.lua then pushes no notice.
+NO_OWNER = "-"
+
+
 class Scripts:
     """The scripts of one cluster, bound to one client."""
 
@@ -256,7 +261,7 @@ class Scripts:
             reservation,
             k.ready_channel,
             len(returns),
-            self.NOTICE_LIMIT,
+            -1 if owner == NO_OWNER else self.NOTICE_LIMIT,
             "f" if final else "y",
         ]
         staged: list[str] = []

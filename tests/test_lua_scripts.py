@@ -942,3 +942,12 @@ def test_every_key_carries_the_hash_tag(scripts: Scripts, redis_client, keys) ->
     assert [k for k in all_keys if not k.startswith(keys.tag)] == []
     # and the cycle left the node as it found it
     assert avail(redis_client, keys, "n1") == {"CPU": 20_000, "GPU": 10_000}
+
+
+def test_complete_for_no_owner_pushes_no_notice(scripts: Scripts, redis_client, keys) -> None:
+    from redray.scripts import NO_OWNER
+
+    assert complete(scripts, "t1", [ReturnValue("t1r1", b"v")], owner=NO_OWNER) == 1
+    complete(scripts, "t2", [], owner=NO_OWNER)  # a task with no results
+    assert not redis_client.exists(keys.inbox(NO_OWNER))
+    assert redis_client.exists(keys.obj("t1r1"))

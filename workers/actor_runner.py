@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import os
+import select
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -250,6 +251,8 @@ class ActorRunner:
 
     def poll_cancels(self, timeout: float = 0) -> None:
         """Apply 'cancel <task id>' messages heard on the actor's channel."""
+        if timeout == 0 and not self._control_readable():
+            return
         while self.control is not None:
             try:
                 msg = self.control.get_message(timeout=timeout)
@@ -264,6 +267,18 @@ class ActorRunner:
                 task = self.tasks.get(tid)
                 if task is not None and self.loop is not None:
                     self.loop.call_soon_threadsafe(task.cancel)
+
+    def _control_readable(self) -> bool:
+        """Whether a message may be waiting on the actor's channel: one poll(2)
+        of its socket, run before every call, instead of redis-py's read path
+        (each loop above reads until nothing is buffered in the client)."""
+        sock = getattr(getattr(self.control, "connection", None), "_sock", None)
+        if sock is None:
+            return self.control is not None  # not connected yet: take the slow path
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def _cancelled(self, spec: ts.TaskSpec) -> list[ReturnValue]:
         self.cancelled.discard(spec.task_id)

@@ -29,7 +29,7 @@ from redray.generator import DynamicObjectRefGenerator
 from redray.object_ref import ObjectRef
 from redray.resources import from_units, memory_limit, parse_reservation, parse_shape
 from redray.runtime import Runtime
-from redray.scripts import Claimed
+from redray.scripts import NO_OWNER, Claimed
 from redray.serialization import KIND_ERROR, KIND_VALUE, unpack
 from redray.settings import Settings
 
@@ -319,7 +319,7 @@ class Executor:
         self.scripts.complete(
             task_id=claimed.task_id,
             job_id=spec.job_id if spec else "",
-            owner=spec.owner if spec else "-",
+            owner=spec.owner if spec else NO_OWNER,
             node_id=self.node_id,
             reservation=claimed.reservation,
             returns=returns,
@@ -397,7 +397,7 @@ class Executor:
                 self.scripts.complete(
                     task_id=claimed.task_id,
                     job_id=spec.job_id if spec else "",
-                    owner=spec.owner if spec else "-",
+                    owner=spec.owner if spec else NO_OWNER,
                     node_id=self.node_id,
                     reservation=claimed.reservation,
                     returns=returns,

@@ -24,7 +24,8 @@
 -- ARGV[3]  reservation to release ('' for none)
 -- ARGV[4]  ready channel
 -- ARGV[5]  N, number of return values
--- ARGV[6]  notice limit: inline values up to this size in the owner's notice
+-- ARGV[6]  notice limit: inline values up to this size in the owner's notice;
+--          -1 when there is no owner to tell (no notice is pushed)
 -- ARGV[7]  'f' the task is finished, 'y' a streaming generator yielded (publish
 --          the values only: the task keeps its reservation and records)
 -- then per return value: object id, mode ('i' inline | 's' staged), data ('' when staged)
@@ -135,7 +136,7 @@ for r = 1, N do
   end
 end
 if N == 0 and final then notices[1] = 't' .. tid .. '\0' end
-if #notices > 0 then
+if #notices > 0 and notice_limit >= 0 then
   redis.call('RPUSH', KEYS[12], unpack(notices))
 end
 return stored
