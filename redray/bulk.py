@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from .buffers import allocate
 from .settings import Settings
 
 _CRLF = b"\r\n"
@@ -106,7 +107,7 @@ class BulkChannel:
             if n < 0:
                 return None
             if n >= _DIRECT:
-                buf = bytearray(n)
+                buf = allocate(n)
                 view = memoryview(buf)
                 got = 0
                 while got < n:

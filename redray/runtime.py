@@ -22,8 +22,9 @@ import cloudpickle
 import redis
 
 from . import dead_letters, ids
+from .buffers import frozen_copy
 from .bulk import BulkChannel
-from .constants import Keys
+from .constants import INLINE_LIMIT, Keys
 from .exceptions import (
     GetTimeoutError,
     ObjectLostError,
@@ -43,9 +44,11 @@ from .serialization import (
     Serializer,
     decode_record,
     encode_record,
+    frames_size,
     unpack,
 )
 from .settings import Settings
+from .uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,9 @@ class Runtime:
         #: large objects already fetched (immutable, so safe to reuse), LRU
         self._large: OrderedDict[str, tuple[Held, int]] = OrderedDict()
         self._large_bytes = 0
+        self._large_lock = threading.Lock()
+        #: large put objects on their way to Redis
+        self.uploader = Uploader(self)
         self.scripts = Scripts(self.client, self.keys)
         self.refs = ReferenceTable()
         self.inbox = self.keys.inbox(worker_id)
@@ -164,6 +170,7 @@ class Runtime:
             self._wake.set()
             if self._flusher is not threading.current_thread():
                 self._flusher.join(timeout=5)
+            self.uploader.stop()
 
     def close(self) -> None:
         if self._closed:
@@ -292,6 +299,12 @@ class Runtime:
             err, self._flush_error = self._flush_error, None
             raise connection_error(self.settings, err)
 
+    def settle(self) -> None:
+        """Before a task's results go out: what it submitted and what it put
+        must be in Redis first, since the results may name them."""
+        self.flush()
+        self.uploader.wait_idle()
+
     def _queue_batch(self, pipe: Batch, batch: list[Pending]) -> list[int]:
         """Add a batch's commands to ``pipe``, in order; returns the reply
         indexes of actor-call commands (whose replies name dead actors)."""
@@ -404,10 +417,12 @@ class Runtime:
         if not oids:
             return
         self._large_owned.difference_update(oids)
-        for oid in oids:
-            cached = self._large.pop(oid, None)
-            if cached is not None:
-                self._large_bytes -= cached[1]
+        with self._large_lock:
+            for oid in oids:
+                self.uploader.drop(oid)
+                cached = self._large.pop(oid, None)
+                if cached is not None:
+                    self._large_bytes -= cached[1]
         k = self.keys
         job_keys = k.job_keys(self.job_id)
         try:
@@ -435,26 +450,28 @@ class Runtime:
         oid = ids.put_id()
         if self.refs.released:
             self._wake.set()  # let the flusher delete what was dropped
-        self.store(oid, KIND_VALUE, frames)
+        if frames_size(frames) > INLINE_LIMIT:
+            # one copy, so later changes to the value do not reach the object;
+            # the upload runs in the background (see uploader.py)
+            copy = [frozen_copy(f) for f in frames]
+            self.uploader.submit(oid, self.job_id, (KIND_VALUE, copy))
+            self._large_owned.add(oid)
+        else:
+            self.store(oid, KIND_VALUE, frames)
         self.refs.own([oid], ready=True)
         ref: ObjectRef[Any] = ObjectRef(oid, self)
         return ref
 
     def store(self, oid: str, kind: bytes, frames: list[Any]) -> None:
+        """Write a small object's record (large ones go through the uploader)."""
         fields = encode_record(kind, frames)
         key = self.keys.obj(oid)
         try:
-            if "d" in fields:
-                with self.client.pipeline(transaction=False) as pipe:
-                    pipe.hset(key, "d", fields["d"])
-                    pipe.sadd(self.keys.job_keys(self.job_id), key)
-                    pipe.execute()
-                self.refs.held[oid] = (kind, frames)
-            else:
-                # listed first, so the job's cleanup finds it even if we die mid-write
-                self.client.sadd(self.keys.job_keys(self.job_id), key)
-                self.bulk.hset(key, fields)
-                self._large_owned.add(oid)
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hset(key, "d", fields["d"])
+                pipe.sadd(self.keys.job_keys(self.job_id), key)
+                pipe.execute()
+            self.refs.held[oid] = (kind, frames)
         except redis.ConnectionError as exc:
             raise connection_error(self.settings, exc) from exc
         except redis.ResponseError as exc:
@@ -647,12 +664,13 @@ class Runtime:
         out: dict[str, Held] = {}
         need = []
         for oid in oids:
-            held = self.refs.held.get(oid)
+            held = self.refs.held.get(oid) or self.uploader.local.get(oid)
             if held is None:
-                cached = self._large.get(oid)
-                if cached is not None:
-                    self._large.move_to_end(oid)
-                    held = cached[0]
+                with self._large_lock:
+                    cached = self._large.get(oid)
+                    if cached is not None:
+                        self._large.move_to_end(oid)
+                        held = cached[0]
             if held is not None:
                 out[oid] = held
             else:
@@ -693,15 +711,28 @@ class Runtime:
         size = sum(memoryview(f).nbytes for f in held[1])
         if size > LARGE_CACHE_BYTES:
             return
-        self._large[oid] = (held, size)
-        self._large_bytes += size
-        while self._large_bytes > LARGE_CACHE_BYTES:
-            _, (_, old) = self._large.popitem(last=False)
-            self._large_bytes -= old
+        with self._large_lock:
+            if oid in self._large:
+                return
+            self._large[oid] = (held, size)
+            self._large_bytes += size
+            while self._large_bytes > LARGE_CACHE_BYTES:
+                _, (_, old) = self._large.popitem(last=False)
+                self._large_bytes -= old
 
     # -- results (executors) -------------------------------------------------------------
-    def return_value(self, oid: str, kind: bytes, frames: list[Any], attempt: str) -> ReturnValue:
-        """Prepare one result: small ones inline, large ones written to a staging key."""
+    def return_value(
+        self,
+        oid: str,
+        kind: bytes,
+        frames: list[Any],
+        attempt: str,
+        *,
+        job_id: str | None = None,
+        bulk: BulkChannel | None = None,
+    ) -> ReturnValue:
+        """Prepare one result: small ones inline, large ones written to a staging
+        key (listed under ``job_id``, this process's job by default)."""
         fields = encode_record(kind, frames)
         if "d" in fields:
             return ReturnValue(oid, bytes(fields["d"]))
@@ -709,9 +740,9 @@ class Runtime:
         with self.client.pipeline(transaction=False) as pipe:
             pipe.delete(key)
             # listed first: a writer killed before publishing leaves nothing behind
-            pipe.sadd(self.keys.job_keys(self.job_id), key)
+            pipe.sadd(self.keys.job_keys(job_id or self.job_id), key)
             pipe.execute()
-        self.bulk.hset(key, fields)
+        (bulk or self.bulk).hset(key, fields)
         return ReturnValue(oid, None, attempt)
 
     def error_frames(self, error: BaseException) -> list[Any]:

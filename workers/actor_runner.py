@@ -380,7 +380,7 @@ class ActorRunner:
 
     def _publish_item(self, spec: ts.TaskSpec, index: int, kind: bytes, frames: list[Any]) -> None:
         ret = self.rt.return_value(ids.return_id(spec.task_id, index), kind, frames, self.consumer)
-        self.rt.flush()
+        self.rt.settle()
         self.rt.scripts.complete(
             task_id=spec.task_id,
             job_id=spec.job_id,
@@ -454,7 +454,7 @@ class ActorRunner:
         change the actor's state twice."""
         while True:
             try:
-                self.rt.flush()  # nested submissions reach Redis before the results
+                self.rt.settle()  # nested submissions and puts reach Redis before the results
                 pipe = Batch(self.rt.client)
                 terminate = self._queue_publish(pipe, done)
                 pipe.execute()
@@ -486,7 +486,7 @@ class ActorRunner:
             if not done:
                 entries = self._read()
                 continue
-            rt.flush()
+            rt.settle()
             pipe = Batch(rt.blocking_client)
             terminate = self._queue_publish(pipe, done)
             if terminate:

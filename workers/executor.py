@@ -312,7 +312,7 @@ class Executor:
     ) -> Claimed | None:
         runtime = self.runtime
         try:
-            runtime.flush()
+            runtime.settle()
         except Exception:  # noqa: BLE001 - the results still go out
             log.exception("could not flush nested submissions of %s", claimed.task_id)
         pipe = self.scripts.batch()
@@ -533,7 +533,7 @@ class Executor:
     def publish_item(self, spec: ts.TaskSpec, index: int, kind: bytes, frames: list[Any]) -> None:
         oid = ids.return_id(spec.task_id, index)
         ret = self.runtime.return_value(oid, kind, frames, self.worker_id)
-        self.runtime.flush()
+        self.runtime.settle()
         self.scripts.complete(
             task_id=spec.task_id,
             job_id=spec.job_id,

@@ -1,0 +1,157 @@
+"""Large ``put`` objects: kept in the process, sent to Redis in the background.
+
+``put`` of a value whose record is larger than the inline limit copies its
+frames once into this process and returns, as Ray's put into its local object
+store does. A background thread then writes the record to a staging key (on
+its own raw connection) and publishes it with ``complete.lua``, which makes the
+object exist for every other process and wakes the tasks and borrowers that
+wait for it, exactly as a task's large result is published. Until then
+``get`` in this process reads the local copy (read-only, no copy); a task
+that takes the object as an argument simply waits for it like for any input.
+
+An upload that has not started when the object's last ObjectRef goes is
+dropped; one in flight is freed once it lands. While Redis is unreachable the
+upload is retried; a record Redis refuses (``maxmemory``) is replaced by an
+``ObjectStoreFullError``, so readers elsewhere get that error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import redis
+
+from . import ids
+from .bulk import BulkChannel
+from .exceptions import ObjectStoreFullError
+from .reference_table import Held
+from .scripts import NO_OWNER
+from .serialization import KIND_ERROR
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+#: The staging attempt name of uploads: ``{prefix}:obj:<id>:su``.
+ATTEMPT = "u"
+
+
+class Uploader:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        #: copies not in Redis yet, by object id (read by ``get`` in this process)
+        self.local: dict[str, Held] = {}
+        self._queue: OrderedDict[str, tuple[str, Held]] = OrderedDict()
+        self._current: str | None = None
+        self._free_after: set[str] = set()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._bulk = BulkChannel(runtime.settings)
+
+    def submit(self, oid: str, job_id: str, held: Held) -> None:
+        with self._cond:
+            self.local[oid] = held
+            self._queue[oid] = (job_id, held)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="redray-upload", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def drop(self, oid: str) -> None:
+        """The object's last ObjectRef is gone: skip or undo its upload."""
+        with self._cond:
+            self.local.pop(oid, None)
+            if self._queue.pop(oid, None) is None and oid == self._current:
+                self._free_after.add(oid)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every submitted upload landed; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._current is not None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Forget what has not started; let the upload in flight land."""
+        with self._cond:
+            self._queue.clear()
+            self.local.clear()
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._bulk.close()
+
+    # -- the thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                oid, (job_id, held) = self._queue.popitem(last=False)
+                self._current = oid
+            try:
+                self._upload(oid, job_id, held)
+            except Exception:  # noqa: BLE001 - one object must not stop the others
+                log.exception("could not upload object %s", oid)
+            with self._cond:
+                self._current = None
+                freed = oid in self._free_after
+                self._free_after.discard(oid)
+                kept = self.local.pop(oid, None)
+                self._cond.notify_all()
+            if freed:
+                self._unlink(oid, job_id)
+            elif kept is not None:
+                # in Redis now: the copy becomes an ordinary (evictable) cache entry
+                self.runtime._cache_large(oid, kept)
+
+    def _upload(self, oid: str, job_id: str, held: Held) -> None:
+        rt = self.runtime
+        kind, frames = held
+        delay = 0.1
+        while not self._stopped:
+            try:
+                try:
+                    ret = rt.return_value(
+                        oid, kind, list(frames), ATTEMPT, job_id=job_id, bulk=self._bulk
+                    )
+                except redis.ResponseError as exc:  # e.g. OOM: maxmemory reached
+                    err = ObjectStoreFullError(f"Redis refused to store object {oid}: {exc}")
+                    log.error("%s", err)
+                    frames_ = rt.error_frames(err)
+                    ret = rt.return_value(oid, KIND_ERROR, frames_, ATTEMPT, job_id=job_id)
+                rt.scripts.complete(
+                    task_id=ids.task_of(oid),
+                    job_id=job_id,
+                    owner=NO_OWNER,
+                    node_id=None,
+                    reservation="",
+                    returns=[ret],
+                )
+                return
+            except redis.ConnectionError:
+                time.sleep(delay)  # kept until Redis is back
+                delay = min(delay * 2, 2.0)
+
+    def _unlink(self, oid: str, job_id: str) -> None:
+        k = self.runtime.keys
+        try:
+            with self.runtime.client.pipeline(transaction=False) as pipe:
+                pipe.unlink(k.obj(oid), k.done(oid))
+                pipe.srem(k.job_keys(job_id), k.obj(oid), k.done(oid))
+                pipe.execute()
+        except redis.RedisError:
+            log.debug("could not free object %s now; the job's cleanup will", oid)

@@ -1,0 +1,128 @@
+"""Large ``put``: a private copy in the process at once, the upload to Redis in
+the background. Against a real server and real nodes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import redis
+
+import redray
+from redray import buffers
+from redray.api import current_runtime
+from redray.constants import Keys
+from redray.exceptions import ObjectStoreFullError
+
+MiB = 1024 * 1024
+
+
+@redray.remote
+def total(a) -> float:
+    return float(a.sum())
+
+
+@redray.remote
+def put_inside(n: int) -> list:
+    return [redray.put(np.full(n, 7.0))]
+
+
+def _wait_for(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_large_put_is_read_back_in_the_process_without_redis(cluster):
+    big = np.arange(4 * MiB, dtype=np.float64)
+    ref = redray.put(big)
+    back = redray.get(ref)
+    assert np.array_equal(back, big) and not back.flags.writeable
+
+
+def test_changing_the_array_after_put_changes_no_copy_of_the_object(cluster):
+    big = np.ones(2 * MiB)
+    ref = redray.put(big)
+    big[:] = 5.0  # after put: neither the local nor the Redis copy may see it
+    assert redray.get(ref).sum() == 2 * MiB
+    assert redray.get(total.remote(ref), timeout=30) == 2 * MiB
+
+
+def test_task_submitted_right_after_put_waits_for_the_upload(cluster):
+    refs = [redray.put(np.full(3 * MiB, float(i))) for i in range(4)]
+    sums = redray.get([total.remote(r) for r in refs], timeout=60)
+    assert sums == [float(i) * 3 * MiB for i in range(4)]
+
+
+def test_uploaded_object_exists_in_redis(cluster, redis_client):
+    ref = redray.put(np.zeros(2 * MiB))
+    rt = current_runtime()
+    assert rt.uploader.wait_idle(timeout=30)
+    assert redis_client.exists(Keys().obj(ref.hex()))
+
+
+def test_object_dropped_before_its_upload_leaves_nothing(cluster, redis_client):
+    rt = current_runtime()
+    oids = []
+    for _ in range(5):
+        ref = redray.put(np.zeros(8 * MiB))
+        oids.append(ref.hex())
+        del ref
+    rt.uploader.wait_idle(timeout=30)
+    rt.flush(free=True)
+    keys = Keys()
+    _wait_for(lambda: not any(redis_client.exists(keys.obj(o)) for o in oids))
+    assert not any(redis_client.exists(keys.staged(o, "u")) for o in oids)
+
+
+def test_a_task_result_naming_a_put_object_arrives_after_the_object(cluster, redis_client):
+    [inner] = redray.get(put_inside.remote(2 * MiB), timeout=30)
+    # the executor settles its uploads before publishing its result
+    assert redis_client.exists(Keys().obj(inner.hex()))
+    assert redray.get(inner).sum() == 7.0 * 2 * MiB
+
+
+def test_an_object_redis_refuses_becomes_object_store_full_for_other_readers(cluster, monkeypatch):
+    def refuse(key, fields):
+        raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+
+    monkeypatch.setattr(current_runtime().uploader._bulk, "hset", refuse)
+    ref = redray.put(np.ones(2 * MiB))
+    assert redray.get(ref).sum() == 2 * MiB  # this process keeps its copy
+    with pytest.raises(ObjectStoreFullError, match="maxmemory"):
+        redray.get(total.remote(ref), timeout=30)
+
+
+def test_shutdown_with_uploads_pending_leaves_no_key(settings, node_factory, redis_client):
+    node_factory(num_cpus=1)
+    baseline = set(redis_client.keys("*"))
+    redray.init(address=settings.to_url())
+    refs = [redray.put(np.zeros(8 * MiB)) for _ in range(4)]
+    redray.shutdown()
+    allowed = {Keys().job_counter.encode()}
+    _wait_for(lambda: set(redis_client.keys("*")) - baseline - allowed == set())
+    del refs
+
+
+# -- buffers (pure) -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [10, buffers.HUGE - 1, buffers.HUGE, 3 * buffers.HUGE + 5])
+def test_frozen_copy_is_an_independent_read_only_copy(size):
+    source = bytearray(b"ab" * (size // 2) + b"c" * (size % 2))
+    copy = buffers.frozen_copy(source)
+    source[0:2] = b"zz"
+    assert copy.readonly and copy.nbytes == size
+    assert bytes(copy[:2]) == b"ab"[: min(size, 2)]
+
+
+def test_allocate_gives_zeroed_writable_buffers():
+    for size in (100, buffers.HUGE * 2):
+        buf = buffers.allocate(size)
+        view = memoryview(buf)
+        assert view.nbytes == size and not view.readonly
+        assert bytes(view[-8:]) == b"\0" * 8
+        view[0] = 1
+        view.release()
