@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
+import psutil
 import pytest
 
 import redray
@@ -198,3 +200,67 @@ def test_get_of_a_list_holding_a_non_ref_is_type_error(cluster):
 def test_get_returns_an_equal_value_each_time(cluster):
     ref = redray.put({"k": [1, 2]})
     assert redray.get(ref) == redray.get(ref) == {"k": [1, 2]}
+
+
+# -- what a task spec carries ----------------------------------------------------------------
+
+
+@redray.remote(resources={"nowhere": 1})
+def never_runs(*args):
+    return args
+
+
+def _spec_of(ref):
+    from redray import task_spec as ts
+
+    rt = redray.api.current_runtime()
+    rt.flush()
+    return ts.decode(rt.client.hget(rt.keys.task_spec, ref.task_id().hex()))
+
+
+def test_small_arguments_travel_inline_in_the_task_spec(cluster):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no node offers 'nowhere': it stays pending
+        ref = never_runs.remote(b"s" * 5000, 7)
+    spec = _spec_of(ref)
+    assert spec.deps == () and len(spec.args) > 5000
+    redray.cancel(ref)
+
+
+def test_large_arguments_are_stored_as_objects_of_their_own(cluster):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = never_runs.remote(b"L" * 1_000_000, b"s" * 100)
+    spec = _spec_of(ref)
+    assert len(spec.deps) == 1 and len(spec.args) < 10_000
+    redray.cancel(ref)
+
+
+class _CountsLoads:
+    """Appends a line to ``path`` each time it is unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (_loaded, (self.path,))
+
+
+def _loaded(path: str) -> _CountsLoads:
+    with open(path, "a") as f:
+        f.write("load\n")
+    return _CountsLoads(path)
+
+
+def test_functions_are_unpickled_once_per_executor_not_per_call(cluster, tmp_path):
+    loads = tmp_path / "loads"
+    marker = _CountsLoads(str(loads))
+
+    @redray.remote
+    def uses_marker(i: int) -> int:
+        assert marker.path
+        return i
+
+    assert redray.get([uses_marker.remote(i) for i in range(40)], timeout=60) == list(range(40))
+    executors = len(psutil.Process(cluster.process.pid).children())
+    assert 1 <= loads.read_text().count("load") <= executors
