@@ -417,15 +417,11 @@ def kill(handle: ActorHandle[Any], *, no_restart: bool = True) -> None:
     runtime = api.current_runtime()
     from .actor_lifecycle import actor_info, end_actor, finish_unplaced
 
+    if no_restart:
+        end_actor(runtime, handle._actor_id, "was killed with redray.kill()")
+        return
     info = actor_info(runtime, handle._actor_id)
     if not info:
-        return
-    if no_restart:
-        err = ActorDiedError(
-            f"The actor {info.get('class_name')} ({handle._actor_id}) was killed with "
-            "redray.kill()."
-        )
-        end_actor(runtime, handle._actor_id, err)
         return
     node, worker = info.get("node", ""), info.get("worker", "")
     if node and worker:

@@ -85,13 +85,15 @@ def finalize(
     )
 
 
-def end_actor(runtime: Runtime, actor_id: str, error: BaseException) -> None:
+def end_actor(runtime: Runtime, actor_id: str, why: str) -> None:
     """Kill an actor for good (``redray.kill``, the end of its job): mark it
-    dead, then have its node kill its process, or dequeue it if it has none.
-    The node's handling of the exit (``process_exited``) does the rest."""
+    dead with ``ActorDiedError("The actor <class> (<id>) <why>.")``, then have
+    its node kill its process, or dequeue it if it has none. The node's
+    handling of the exit (``process_exited``) does the rest."""
     info = actor_info(runtime, actor_id)
     if not info:
         return
+    error = ActorDiedError(f"The actor {info.get('class_name')} ({actor_id}) {why}.")
     state, node, worker = runtime.scripts.actor_dead(
         actor_id=actor_id,
         job_id=info.get("job", ""),
@@ -178,11 +180,5 @@ def kill_job_actors(runtime: Runtime, job_id: str) -> None:
     keys = runtime.keys
     members: Any = runtime.client.smembers(keys.job_actors(job_id))
     for raw in members:
-        actor_id = raw.decode()
-        cls = actor_info(runtime, actor_id).get("class_name")
-        end_actor(
-            runtime,
-            actor_id,
-            ActorDiedError(f"The actor {cls} ({actor_id}) ended with its job {job_id}."),
-        )
+        end_actor(runtime, raw.decode(), f"ended with its job {job_id}")
     runtime.client.delete(keys.job_actors(job_id))

@@ -54,6 +54,14 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     client.close()
 
 
+def wait_for(predicate: Any, timeout: float = 20, what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not reached in time"
+        time.sleep(0.05)
+
+
 def worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])

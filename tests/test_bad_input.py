@@ -10,10 +10,9 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-from conftest import worker_env
+from conftest import wait_for, worker_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,14 +51,7 @@ def echo(cluster):
 def _serves() -> None:
     """The cluster still runs tasks and gives every CPU back afterwards."""
     assert redray.get([inc.remote(i) for i in range(5)], timeout=30) == [1, 2, 3, 4, 5]
-    _wait_for(lambda: redray.available_resources().get("CPU") == 2)
-
-
-def _wait_for(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
+    wait_for(lambda: redray.available_resources().get("CPU") == 2)
 
 
 def _letters(client, keys: Keys) -> list[dict]:
@@ -75,7 +67,7 @@ def _wait_for_letter(client, keys: Keys, **match: str) -> dict:
         ]
         return bool(found)
 
-    _wait_for(seen)
+    wait_for(seen)
     return found[0]
 
 
@@ -121,7 +113,7 @@ def test_ready_entries_that_name_no_task_are_dropped(cluster, redis_client, keys
     _serves()
     redis_client.zadd(keys.ready, {f"{CPU1}|garbage": 0, f"{CPU1}|": 0, "no shape at all": 0})
     redis_client.publish(keys.ready_channel, CPU1)
-    _wait_for(lambda: redis_client.zcard(keys.ready) <= 1)  # the unclaimable one may stay
+    wait_for(lambda: redis_client.zcard(keys.ready) <= 1)  # the unclaimable one may stay
     _serves()
 
 
@@ -260,8 +252,8 @@ def test_random_field_maps_in_a_mailbox_never_stop_the_actor(echo, redis_client,
 def test_random_bytes_as_task_specs_never_stop_the_node(cluster, redis_client, keys, spec, tid):
     _queue_garbage_task(redis_client, keys, tid, spec)
     assert redray.get(inc.remote(1), timeout=30) == 2
-    _wait_for(lambda: not redis_client.hexists(keys.task_spec, tid))
-    _wait_for(lambda: redray.available_resources().get("CPU") == 2)
+    wait_for(lambda: not redis_client.hexists(keys.task_spec, tid))
+    wait_for(lambda: redray.available_resources().get("CPU") == 2)
 
 
 @RANDOM

@@ -21,7 +21,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import start_node, worker_env
+from conftest import start_node, wait_for, worker_env
+from test_redis_restart import Tally
 
 import redray
 from redray.constants import Keys
@@ -40,16 +41,6 @@ def work(i: int, log_dir: str, seconds: float) -> int:
         f.write(f"{i} {os.getpid()} {redray.get_runtime_context().get_node_id()}\n")
     time.sleep(seconds)
     return 10 * i
-
-
-@redray.remote
-class Tally:
-    def __init__(self) -> None:
-        self.total = 0
-
-    def add(self, x: int) -> int:
-        self.total += x
-        return self.total
 
 
 # -- the proof's instruments -----------------------------------------------------------------
@@ -97,13 +88,6 @@ def every_task_ran(log_dir: Path, n: int) -> collections.Counter[int]:
     return counts
 
 
-def wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached in time"
-        time.sleep(0.05)
-
-
 def cluster_keys(client, keys: Keys) -> set[str]:
     return {k.decode() for k in client.scan_iter(match=keys.tag + ":*", count=1000)}
 
@@ -141,7 +125,7 @@ def test_executor_killed_mid_task_every_result_arrives_exactly_once(
     refs = [work.remote(i, str(tmp_path), 0.3) for i in range(12)]
     victims = []
     for target in (2, 5):
-        wait_for(lambda t=target: any(i == t for i, _, _ in runs(tmp_path)), what="task start")
+        wait_for(lambda t=target: any(i == t for i, _, _ in runs(tmp_path)), 30, what="task start")
         pid = next(pid for i, pid, _ in runs(tmp_path) if i == target)
         os.kill(pid, signal.SIGKILL)
         victims.append(target)
@@ -167,7 +151,7 @@ def test_node_killed_mid_workload_another_node_finishes_everything_exactly_once(
     redray.init(address=settings.to_url())
     tally = Tally.options(max_restarts=-1, max_task_retries=-1).remote()
     refs = [work.remote(i, str(tmp_path), 0.2) for i in range(30)]
-    wait_for(lambda: any(node == doomed.node_id for _, _, node in runs(tmp_path)))
+    wait_for(lambda: any(node == doomed.node_id for _, _, node in runs(tmp_path)), 30)
     doomed.kill()  # the agent and all its executors, at once
     assert redray.get(refs, timeout=90) == [10 * i for i in range(30)]
     ledger.assert_exactly_once(refs)
@@ -254,7 +238,7 @@ def test_killed_driver_is_cleaned_up_while_another_drivers_work_completes_exactl
     ledger.assert_exactly_once(refs)
     every_task_ran(tmp_path, 30)
     # the dead driver's job goes (its 40 tasks, its object) while ours lives on
-    wait_for(lambda: redis_client.hlen(keys.jobs) == 1, what="the dead job's cleanup")
+    wait_for(lambda: redis_client.hlen(keys.jobs) == 1, 30, what="the dead job's cleanup")
     redray.shutdown()
     assert_back_to_baseline(redis_client, keys, baseline)
 
@@ -307,7 +291,7 @@ def test_garbage_poured_into_the_streams_mid_workload_changes_no_result(
     assert collections.Counter(i for i, _, _ in runs(tmp_path)) == collections.Counter(range(40))
     assert redis_client.xlen(keys.dead_letters) > 0
     # what was poured in is drained by the node; then the job ends cleanly
-    wait_for(lambda: redis_client.hlen(keys.task_spec) <= 1, what="garbage drained")
+    wait_for(lambda: redis_client.hlen(keys.task_spec) <= 1, 30, what="garbage drained")
     redray.shutdown()
     assert_back_to_baseline(redis_client, keys, baseline)
     assert node.process.poll() is None

@@ -3,11 +3,10 @@ the background. Against a real server and real nodes."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import redis
+from conftest import wait_for
 
 import redray
 from redray import buffers
@@ -26,13 +25,6 @@ def total(a) -> float:
 @redray.remote
 def put_inside(n: int) -> list:
     return [redray.put(np.full(n, 7.0))]
-
-
-def _wait_for(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def test_large_put_is_read_back_in_the_process_without_redis(cluster):
@@ -73,7 +65,7 @@ def test_object_dropped_before_its_upload_leaves_nothing(cluster, redis_client):
     rt.uploader.wait_idle(timeout=30)
     rt.flush(free=True)
     keys = Keys()
-    _wait_for(lambda: not any(redis_client.exists(keys.obj(o)) for o in oids))
+    wait_for(lambda: not any(redis_client.exists(keys.obj(o)) for o in oids))
     assert not any(redis_client.exists(keys.staged(o, "u")) for o in oids)
 
 
@@ -102,7 +94,7 @@ def test_shutdown_with_uploads_pending_leaves_no_key(settings, node_factory, red
     refs = [redray.put(np.zeros(8 * MiB)) for _ in range(4)]
     redray.shutdown()
     allowed = {Keys().job_counter.encode()}
-    _wait_for(lambda: set(redis_client.keys("*")) - baseline - allowed == set())
+    wait_for(lambda: set(redis_client.keys("*")) - baseline - allowed == set())
     del refs
 
 

@@ -359,19 +359,18 @@ class Executor:
             task=claimed.task_id,
         )
         try:
-            spec: ts.TaskSpec | None = ts.decode(claimed.spec)
-        except ValueError:
-            spec = None
-        # first with an error for the owner; if even that fails, just give the slots back
-        for attempt in ("error", "release"):
-            try:
-                if attempt == "error" and spec is not None:
-                    return self._finish(claimed, spec, self._system_error(spec, exc))
-                return self._finish(claimed, None, [])
-            except redis.ConnectionError:
-                raise
-            except Exception:  # noqa: BLE001 - the publish itself is what fails
-                log.exception("executor %s: could not end task %s", self.worker_id, claimed.task_id)
+            spec = ts.decode(claimed.spec)
+            return self._finish(claimed, spec, self._system_error(spec, exc))
+        except redis.ConnectionError:
+            raise
+        except Exception:  # noqa: BLE001 - then at least give the slots back
+            log.exception("executor %s: could not fail task %s", self.worker_id, claimed.task_id)
+        try:
+            return self._finish(claimed, None, [])
+        except redis.ConnectionError:
+            raise
+        except Exception:  # noqa: BLE001 - the release itself fails: carry on
+            log.exception("executor %s: could not end task %s", self.worker_id, claimed.task_id)
         self.current = None
         time.sleep(BACKOFF)
         return self._claim_next()
