@@ -82,6 +82,7 @@ class ActorRunner:
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.control: Any = None
+        self._poll_lock = threading.Lock()
         #: __ray_terminate__ was reached: later entries stay in the mailbox,
         #: where finalize() fails them with ActorDiedError
         self.terminating = False
@@ -250,7 +251,16 @@ class ActorRunner:
         return list(reply[0][1])
 
     def poll_cancels(self, timeout: float = 0) -> None:
-        """Apply 'cancel <task id>' messages heard on the actor's channel."""
+        """Apply 'cancel <task id>' messages heard on the actor's channel.
+
+        One reader at a time: the threads of a threaded actor all poll, and two
+        readers of one connection can each see it readable while only one finds
+        the message, leaving the other blocked in a read (its call's result
+        then never goes out)."""
+        with self._poll_lock:
+            self._poll_cancels(timeout)
+
+    def _poll_cancels(self, timeout: float) -> None:
         if timeout == 0 and not self._control_readable():
             return
         while self.control is not None:
