@@ -14,14 +14,13 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import ids
+from . import control, ids, session
 from . import task_spec as ts
 from .constants import RESOURCE_UNIT
-from .exceptions import ActorDiedError, PendingCallsLimitExceeded
+from .exceptions import PendingCallsLimitExceeded
 from .generator import check_num_returns, owned_returns, result_of_call
 from .remote_function import encode_args
 from .resources import request, shape_of
-from .serialization import KIND_ERROR, encode_record
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -169,9 +168,7 @@ class ActorClass(Generic[T]):
     def _create(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]
     ) -> ActorHandle[T]:
-        from . import api
-
-        runtime = api.current_runtime(required=True, auto_init=True)
+        runtime = session.current_runtime(required=True, auto_init=True)
         if self._init_signature is not None:
             try:
                 self._init_signature.bind(None, *args, **kwargs)
@@ -197,6 +194,10 @@ class ActorClass(Generic[T]):
         runtime.check_shape(shape, f"Actor {self._name}")
         actor_id = "a" + ids.random_id(12)
         tid = ids.task_id()
+        # everything that can fail on bad input happens before the actor (and
+        # its name) is registered: a failed creation must not hold the name
+        fn_key, digest = runtime.function_key(self._cls, self._name)
+        packed, deps, holds = encode_args(runtime, args, kwargs, f"{self._name}.__init__")
         meta = {
             "class_name": self.__name__,
             "qualname": self._name,
@@ -231,8 +232,6 @@ class ActorClass(Generic[T]):
                 f"The name {name!r} (namespace={namespace!r}) is already taken by another actor. "
                 "Use get_if_exists=True to get a handle to it, or pick another name."
             )
-        fn_key, digest = runtime.function_key(self._cls, self._name)
-        packed, deps, holds = encode_args(runtime, args, kwargs, f"{self._name}.__init__")
         spec = ts.TaskSpec(
             task_id=tid,
             job_id=runtime.job_id,
@@ -336,9 +335,7 @@ class ActorHandle(Generic[T]):
     def _call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: Any
     ) -> Any:
-        from . import api
-
-        runtime = api.current_runtime(required=True, auto_init=True)
+        runtime = session.current_runtime(required=True, auto_init=True)
         if self._max_pending > 0:
             self._pending = [
                 t for t in self._pending if not runtime.refs.is_ready(ids.return_id(t, 1))
@@ -381,9 +378,7 @@ def handle_of(runtime: Runtime, actor_id: str) -> ActorHandle[Any]:
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     """The handle of a live named actor; ValueError when there is none."""
-    from . import api
-
-    runtime = api.current_runtime()
+    runtime = session.current_runtime()
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}.")
     ns = namespace if namespace is not None else runtime.namespace
@@ -398,58 +393,28 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     return handle_of(runtime, actor_id.decode())
 
 
-def death_record(runtime: Runtime, error: BaseException) -> bytes:
-    """The object record that stands for a dead actor's results."""
-    fields = encode_record(KIND_ERROR, runtime.error_frames(error))
-    return bytes(fields["d"])
-
-
 def kill(handle: ActorHandle[Any], *, no_restart: bool = True) -> None:
     """End an actor at once; its pending and later calls raise ActorDiedError.
 
     With ``no_restart=False`` the actor is restarted if its ``max_restarts``
     allows, as if its process had died.
     """
-    from . import api
-
     if not isinstance(handle, ActorHandle):
         raise ValueError(f"kill() expects an ActorHandle, got {type(handle).__name__}.")
-    runtime = api.current_runtime()
+    runtime = session.current_runtime()
     from .actor_lifecycle import actor_info, end_actor, finish_unplaced
 
+    cluster = runtime.cluster
     if no_restart:
-        end_actor(runtime, handle._actor_id, "was killed with redray.kill()")
+        end_actor(cluster, handle._actor_id, "was killed with redray.kill()")
         return
-    info = actor_info(runtime, handle._actor_id)
+    info = actor_info(cluster, handle._actor_id)
     if not info:
         return
     node, worker = info.get("node", ""), info.get("worker", "")
     if node and worker:
         # its node sees the process exit and restarts it (max_restarts allowing)
-        runtime.client.publish(runtime.keys.control_channel(node), f"kill {worker}")
+        control.kill(cluster, node, worker)
     else:
         # not placed yet: take its creation task out of the queue
-        finish_unplaced(runtime, handle._actor_id)
-
-
-def fail_call(runtime: Runtime, spec_bytes: bytes, death: bytes) -> None:
-    """Publish a dead actor's death record as the result of one call."""
-    from .scripts import ReturnValue
-
-    try:
-        spec = ts.decode(spec_bytes)
-    except ValueError:
-        return
-    record = death
-    if not record:
-        err = ActorDiedError(f"The actor for {spec.function_name} is dead.")
-        record = death_record(runtime, err)
-    returns = [ReturnValue(ids.return_id(spec.task_id, i), record) for i in ts.result_indexes(spec)]
-    runtime.scripts.complete(
-        task_id=spec.task_id,
-        job_id=spec.job_id,
-        owner=spec.owner,
-        node_id=None,
-        reservation="",
-        returns=returns,
-    )
+        finish_unplaced(cluster, handle._actor_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,14 +20,15 @@ from typing import Any, TypeVar, overload
 
 import redis
 
-from . import ids
+from . import connections, ids, jobs, session
+from .connections import connection_error
 from .constants import ADDRESS_FILE_NAME, Keys
 from .context import RuntimeContext
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .resources import from_units, node_info, units_of
-from .runtime import Runtime, connection_error
+from .runtime import Runtime
 from .serialization import Serializer
 from .server import ServerProcess, launch_server, start_server, wait_ready
 from .settings import Settings
@@ -63,11 +63,10 @@ _IGNORED_INIT_OPTIONS = frozenset(
 
 
 class _Global:
-    """What this process's ``init`` set up."""
+    """What this process's ``init`` set up (the runtime itself is in session.py)."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.runtime: Runtime | None = None
         self.server: ServerProcess | None = None
         self.node_process: subprocess.Popen[bytes] | None = None
         self.node_id: str | None = None
@@ -76,29 +75,13 @@ class _Global:
 
 _global = _Global()
 
-
-def current_runtime(required: bool = True, auto_init: bool = False) -> Runtime:
-    rt = _global.runtime
-    if rt is None:
-        if auto_init:
-            init()
-            rt = _global.runtime
-        if rt is None and required:
-            raise RuntimeError(
-                "redray is not initialized: call redray.init() first (or use a remote function, "
-                "which starts a local cluster)."
-            )
-    return rt  # type: ignore[return-value]
-
-
-def set_runtime(runtime: Runtime | None) -> None:
-    """Install the runtime of an executor process."""
-    _global.runtime = runtime
+current_runtime = session.current_runtime
+set_runtime = session.set_runtime
 
 
 def is_initialized() -> bool:
     """True once ``init`` has run in this process (and ``shutdown`` has not)."""
-    return _global.runtime is not None
+    return session.is_initialized()
 
 
 def address_file() -> Path:
@@ -142,6 +125,7 @@ def init(
     serializer: Serializer | None = None,
     _redis_server: str | None = None,
     _node_startup_timeout: float = 30.0,
+    _job_grace_s: float | None = None,
     **kwargs: Any,
 ) -> RuntimeContext:
     """Connect to a cluster, or start a private one on this machine.
@@ -150,14 +134,24 @@ def init(
     server on a free loopback port and a worker node with ``num_cpus``,
     ``num_gpus`` and ``resources``. ``address="auto"`` finds the cluster that
     ``redray start`` started; ``address="redis://host:port/db"`` connects to it.
+
+    ``_job_grace_s`` (redray only): how long this driver may stay silent
+    (paused, cut off from Redis) before the cluster reaps its job; 90 s by
+    default. A driver that comes back later gets ``JobReapedError``.
     """
     unknown = sorted(set(kwargs) - _IGNORED_INIT_OPTIONS)
     if unknown:
         raise TypeError(f"init() got an unexpected keyword argument {unknown[0]!r}")
+    grace = jobs.DEFAULT_GRACE if _job_grace_s is None else float(_job_grace_s)
+    if grace <= 0:
+        raise ValueError(
+            f"_job_grace_s must be a positive number of seconds, got {_job_grace_s!r}."
+        )
     with _global.lock:
-        if _global.runtime is not None:
+        existing = session.current_runtime(required=False)
+        if existing is not None:
             if ignore_reinit_error:
-                return RuntimeContext(_global.runtime)
+                return RuntimeContext(existing)
             raise RuntimeError(
                 "Maybe you called redray.init twice by accident? This error can be suppressed "
                 "by passing in 'ignore_reinit_error=True' or by calling 'redray.shutdown()' "
@@ -176,19 +170,24 @@ def init(
                 )
             else:
                 settings = Settings.from_url(resolved)
-            _global.runtime = _connect(settings, namespace, serializer)
+            runtime = _connect(settings, namespace, serializer, grace)
         except BaseException:
             _teardown_local()
             raise
+        session.set_runtime(runtime)
         _global.is_driver = True
-        return RuntimeContext(_global.runtime)
+        return RuntimeContext(runtime)
 
 
-def _connect(settings: Settings, namespace: str | None, serializer: Serializer | None) -> Runtime:
+def _connect(
+    settings: Settings, namespace: str | None, serializer: Serializer | None, grace: float
+) -> Runtime:
     keys = Keys(settings.prefix)
-    client = settings.client()
+    # a server that never answered is a wrong address more often than a blip
+    client = connections.client(settings.replace(outage_budget=min(settings.outage_budget, 3.0)))
     try:
         client.ping()
+        # re-sent after a lost reply it skips a number: job ids stay unique
         number = int(client.incr(keys.job_counter))
     except redis.ConnectionError as exc:
         raise connection_error(settings, exc) from exc
@@ -196,29 +195,24 @@ def _connect(settings: Settings, namespace: str | None, serializer: Serializer |
         client.close()
     job_id = f"{number:08x}"
     worker_id = "driver-" + ids.random_id(8)
+    ns = namespace if namespace is not None else ids.random_id(8)
+    # registered before the runtime starts heartbeating (a beat for an
+    # unknown job means "reaped")
     runtime = Runtime(
         settings,
         job_id,
         worker_id,
-        namespace=namespace if namespace is not None else ids.random_id(8),
+        namespace=ns,
         serializer=serializer,
         node_id=_global.node_id,
-        heartbeat=True,
+        heartbeat=False,
     )
-    info = {
-        "job_id": job_id,
-        "driver_pid": os.getpid(),
-        "driver_host": socket.gethostname(),
-        "worker_id": worker_id,
-        "namespace": runtime.namespace,
-        "started": time.time(),
-        "entrypoint": " ".join(sys.argv),
-    }
-    with runtime.client.pipeline(transaction=False) as pipe:
-        pipe.hset(keys.jobs, job_id, json.dumps(info))
-        pipe.zadd(keys.job_beats, {job_id: time.time()})
-        pipe.sadd(keys.job_keys(job_id), keys.inbox(worker_id))
-        pipe.execute()
+    try:
+        jobs.register(runtime.cluster, job_id, worker_id, ns, grace)
+    except redis.ConnectionError as exc:
+        runtime.close()
+        raise connection_error(settings, exc) from exc
+    runtime.start_heartbeat()
     return runtime
 
 
@@ -282,12 +276,17 @@ def _spawn_node(config: dict[str, Any], env: dict[str, str]) -> None:
 
 
 def _wait_node(settings: Settings, node_id: str, timeout: float) -> Settings:
-    client = settings.client(blocking=True)
+    client = connections.single_shot(settings)
     try:
         deadline = time.monotonic() + timeout
         key = Keys(settings.prefix).node_ready(node_id)
         while time.monotonic() < deadline:
-            if client.blpop([key], timeout=0.5) is not None:
+            try:
+                got = connections.blocking_call(client, 0.5, "BLPOP", key, 0.5)
+            except connections.TRANSIENT:
+                got = None
+                time.sleep(0.05)
+            if got is not None:
                 client.delete(key)
                 return settings
             node = _global.node_process
@@ -318,11 +317,11 @@ def _teardown_local() -> None:
 def shutdown() -> None:
     """Disconnect; delete this job's tasks and objects; stop what ``init`` started."""
     with _global.lock:
-        runtime = _global.runtime
+        runtime = session.current_runtime(required=False)
         if runtime is None:
             _teardown_local()
             return
-        _global.runtime = None
+        session.set_runtime(None)
         if not _global.is_driver:
             return
         try:
@@ -347,6 +346,13 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+
+
+def _auto_init() -> None:
+    init()
+
+
+session.register_auto_init(_auto_init)
 
 
 # -- remote ------------------------------------------------------------------------------
@@ -495,7 +501,7 @@ def _wait_with_generators(
                 runtime.refs.own([x._item(x._next)])
             else:
                 watch.append(x._id)
-        runtime._wait_ready(list(dict.fromkeys(watch)), 1, left)
+        runtime.wait_ready(list(dict.fromkeys(watch)), 1, left)
 
 
 def cancel(object_ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
@@ -568,7 +574,7 @@ def nodes() -> list[dict[str, Any]]:
                 "Resources": _units_to_resources(info.get("totals", {})),
                 "GPUIds": info.get("gpu_ids", []),
                 "Pid": info.get("pid"),
-                "LastHeartbeat": beats.get(nid.encode()),
+                "LastHeartbeat": (beats[nid.encode()] / 1000) if nid.encode() in beats else None,
             }
         )
     return out

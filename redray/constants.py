@@ -1,9 +1,11 @@
 """Every Redis key and channel redray uses, built in one place.
 
-All keys of one cluster share the hash tag ``{<prefix>}`` so that every Lua call,
-which may touch task, node and object keys together, stays inside one Redis
-Cluster slot. ``docs/architecture.md`` documents each key: type, writer, reader
-and when it is deleted.
+All keys of one cluster share the hash tag ``{<prefix>}`` today, so that every
+Lua call, which may touch task, node and object keys together, stays inside one
+Redis Cluster slot. Scheduling state is built per *shard* (``Keys.shard_tag``)
+so that a later change can give each shard a tag of its own (architecture.md,
+section 12.9). ``docs/architecture.md`` documents each key: type, writer,
+reader and when it is deleted.
 """
 
 from __future__ import annotations
@@ -36,39 +38,59 @@ class Keys:
 
     @property
     def tag(self) -> str:
+        """The hash tag of the cluster-wide registry keys."""
         return "{" + self.prefix + "}"
 
-    # -- scheduling: fixed keys ------------------------------------------------
+    @property
+    def shard_tag(self) -> str:
+        """The hash tag of the (one, today) scheduling shard."""
+        return self.tag
+
+    # -- scheduling (per shard) ------------------------------------------------------
     @property
     def task_spec(self) -> str:
         """HASH task id -> serialized task spec, while the task is unfinished."""
-        return f"{self.tag}:task:spec"
+        return f"{self.shard_tag}:task:spec"
 
     @property
     def task_state(self) -> str:
-        """HASH task id -> 'W<shape>' waiting, 'Q<member>' queued, 'R<node> <worker>' running."""
-        return f"{self.tag}:task:state"
+        """HASH task id -> 'W<shape>' waiting, 'Q<member>' queued, 'R<node> <worker>[ c]'
+        running (' c': cancel() reached it), 'C' cancelled before it ran."""
+        return f"{self.shard_tag}:task:state"
 
     @property
     def deps_left(self) -> str:
-        """HASH task id -> number of arguments not yet produced."""
-        return f"{self.tag}:task:deps"
+        """HASH task id -> its missing inputs, ' <oid> <oid> ... ' (a set: idempotent)."""
+        return f"{self.shard_tag}:task:deps"
 
     @property
     def ready(self) -> str:
         """ZSET of ready tasks, members '<shape>|<seq>|<task id>', all score 0."""
-        return f"{self.tag}:ready"
+        return f"{self.shard_tag}:ready"
 
     @property
     def retries(self) -> str:
         """HASH task id -> times the task was re-queued after losing its executor."""
-        return f"{self.tag}:task:retries"
+        return f"{self.shard_tag}:task:retries"
 
     @property
     def seq(self) -> str:
         """STRING counter ordering ready tasks first-in first-out."""
-        return f"{self.tag}:seq"
+        return f"{self.shard_tag}:seq"
 
+    def bell(self, shape: str) -> str:
+        """LIST one token per queued task of the shape: idle executors BLPOP it."""
+        return f"{self.shard_tag}:bell:{shape}"
+
+    def submitted(self, worker_id: str) -> str:
+        """STRING the highest submission number of ``worker_id`` applied (re-sends skip)."""
+        return f"{self.shard_tag}:sub:{worker_id}"
+
+    def claim(self, worker_id: str) -> str:
+        """STRING the task an executor claimed and has not finished."""
+        return f"{self.shard_tag}:exec:{worker_id}"
+
+    # -- cluster registry ----------------------------------------------------------
     @property
     def shapes(self) -> str:
         """HASH resource shape -> 1, every shape ever submitted."""
@@ -81,7 +103,7 @@ class Keys:
 
     @property
     def heartbeats(self) -> str:
-        """ZSET node id -> last heartbeat (unix seconds)."""
+        """ZSET node id -> last heartbeat (Redis server time, milliseconds)."""
         return f"{self.tag}:heartbeats"
 
     @property
@@ -91,12 +113,12 @@ class Keys:
 
     @property
     def job_beats(self) -> str:
-        """ZSET job id -> last heartbeat of its driver (unix seconds)."""
+        """ZSET job id -> last heartbeat of its driver (Redis server time, ms)."""
         return f"{self.tag}:jobbeats"
 
-    def job_reaper(self, job_id: str) -> str:
-        """STRING lock a node holds while it cleans up a job whose driver died."""
-        return f"{self.tag}:job:{job_id}:reaper"
+    def lock(self, what: str) -> str:
+        """STRING fenced lock (a random token, PX) held while reaping ``what``."""
+        return f"{self.tag}:lock:{what}"
 
     @property
     def dead_letters(self) -> str:
@@ -118,17 +140,20 @@ class Keys:
         return f"{self.tag}:node:{node_id}:gpus"
 
     def node_running(self, node_id: str) -> str:
-        """HASH task id -> reservation string, the tasks a node is running."""
+        """HASH task id -> '<executor> <reservation> <CPU units given back while blocked>'."""
         return f"{self.tag}:node:{node_id}:running"
 
-    def node_reaper(self, node_id: str) -> str:
-        """STRING lock held by the node recovering a dead node's work."""
-        return f"{self.tag}:node:{node_id}:reaper"
+    def node_wake(self, node_id: str) -> str:
+        """LIST wake tokens for the node's idle executors (resources freed, new shapes)."""
+        return f"{self.tag}:node:{node_id}:wake"
 
-    @property
-    def cancelled(self) -> str:
-        """SET ids of cancelled tasks that were running (never retried), until they end."""
-        return f"{self.tag}:task:cancelled"
+    def node_control(self, node_id: str) -> str:
+        """STREAM kill/cancel requests for the node's agent."""
+        return f"{self.tag}:node:{node_id}:ctl"
+
+    def node_workers(self, node_id: str) -> str:
+        """SET the ids of the node's live executors (their keys go when the node does)."""
+        return f"{self.tag}:node:{node_id}:workers"
 
     def node_ready(self, node_id: str) -> str:
         """LIST pushed once by a node agent when its executors may claim work."""
@@ -183,6 +208,10 @@ class Keys:
         """STREAM the actor's method calls (consumer group 'actor')."""
         return f"{self.tag}:actor:{actor_id}:mbox"
 
+    def actor_cancelled(self, actor_id: str) -> str:
+        """SET task ids of the actor's calls that cancel() reached, until they end."""
+        return f"{self.tag}:actor:{actor_id}:cancel"
+
     def job_actors(self, job_id: str) -> str:
         """SET the job's non-detached actor ids, killed when the job ends."""
         return f"{self.tag}:job:{job_id}:actors"
@@ -201,21 +230,15 @@ class Keys:
         """LIST completion notices for the tasks a driver or executor submitted."""
         return f"{self.tag}:inbox:{worker_id}"
 
-    # -- pub/sub channels (not keys) ----------------------------------------------
     @property
-    def ready_channel(self) -> str:
-        return f"{self.tag}:ch:ready"
+    def nothing(self) -> str:
+        """A key no script writes: passed where a script's optional key is absent."""
+        return f"{self.tag}:-"
 
-    def node_channel(self, node_id: str) -> str:
-        return f"{self.tag}:ch:node:{node_id}"
-
+    # -- pub/sub channels (not keys; wake-ups only, never the only copy) --------------
     def actor_channel(self, actor_id: str) -> str:
-        """Where an actor hears 'cancel <task id>' for its pending or running calls."""
+        """Where an actor hears 'cancel <task id>' (the actor's cancel set is the copy)."""
         return f"{self.tag}:ch:actor:{actor_id}"
-
-    def control_channel(self, node_id: str) -> str:
-        """Where a node agent hears 'kill <worker id>' requests."""
-        return f"{self.tag}:ch:ctl:{node_id}"
 
 
 #: Consumer group every actor mailbox has.

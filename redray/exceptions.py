@@ -231,12 +231,18 @@ class NodeDiedError(RayError):
     """The node that ran the task stopped heartbeating."""
 
 
+class JobReapedError(RaySystemError):
+    """The cluster cleaned up this driver's job: the driver was silent
+    (paused, cut off from Redis) for longer than its grace period (redray)."""
+
+
 __all__ = [
     "ActorDiedError",
     "ActorOutOfMemoryError",
     "ActorUnavailableError",
     "CrossLanguageError",
     "GetTimeoutError",
+    "JobReapedError",
     "NodeDiedError",
     "ObjectFetchTimedOutError",
     "ObjectLostError",

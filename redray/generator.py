@@ -87,11 +87,11 @@ class ObjectRefGenerator:
         item = self._item(self._next)
         end = self._end._id
         rt.refs.own([item])
-        ready = rt._wait_ready([item, end], 1, timeout)
+        ready = rt.wait_ready([item, end], 1, timeout)
         if item not in ready and end in ready and self._count is None:
             self._count = int(rt.get_values([end], None)[0])
             # the end record may come first; the item may still be on its way
-            ready = rt._wait_ready([item], 1, 0)
+            ready = rt.wait_ready([item], 1, 0)
         if item in ready:
             if not peek:
                 self._next += 1
@@ -139,7 +139,7 @@ def owned_returns(task_id: str, num_returns: Any) -> list[str]:
 def result_of_call(runtime: Runtime, task_id: str, num_returns: Any, returns: list[str]) -> Any:
     """What ``.remote()`` gives back: None, a ref, a list, or a generator."""
     if num_returns == "streaming":
-        runtime.streams.add(task_id)
+        runtime.refs.streams.add(task_id)
         return ObjectRefGenerator(task_id, runtime)
     refs: list[ObjectRef[Any]] = [ObjectRef(oid, runtime) for oid in returns]
     if num_returns == 0:

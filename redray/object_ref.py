@@ -5,12 +5,29 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .reference_table import ReferenceTable
 
 R = TypeVar("R")
+
+
+class _Owner(Protocol):
+    """What an ObjectRef needs of its process's runtime."""
+
+    refs: ReferenceTable
+
+    def get_values(self, oids: Sequence[str], timeout: float | None) -> list[Any]: ...
+
+
+def _no_runtime() -> _Owner | None:
+    return None
+
+
+#: finds this process's runtime (installed by redray.session, which sits above
+#: this module: an ObjectRef unpickled in a process belongs to its runtime)
+find_runtime: list[Callable[[], _Owner | None]] = [_no_runtime]
 
 
 class TaskID(str):
@@ -31,7 +48,7 @@ class ObjectRef(Generic[R]):
 
     __slots__ = ("_id", "_runtime", "__weakref__")
 
-    def __init__(self, object_id: str, runtime: Runtime | None = None) -> None:
+    def __init__(self, object_id: str, runtime: _Owner | None = None) -> None:
         self._id = object_id
         self._runtime = runtime
         if runtime is not None:
@@ -72,10 +89,11 @@ class ObjectRef(Generic[R]):
         fut: concurrent.futures.Future[R] = concurrent.futures.Future()
 
         def run() -> None:
-            from . import api
-
             try:
-                fut.set_result(api.get(self))
+                runtime = self._runtime or find_runtime[0]()
+                if runtime is None:
+                    raise RuntimeError("redray is not initialized: call redray.init() first.")
+                fut.set_result(runtime.get_values([self._id], None)[0])
             except BaseException as exc:  # noqa: BLE001 - delivered to the future
                 fut.set_exception(exc)
 
@@ -87,7 +105,5 @@ class ObjectRef(Generic[R]):
 
 
 def _rebuild(object_id: str) -> ObjectRef[Any]:
-    from . import api
-
-    runtime = api.current_runtime(required=False)
+    runtime = find_runtime[0]()
     return ObjectRef(object_id, runtime)

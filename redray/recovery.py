@@ -1,41 +1,48 @@
 """Re-queueing work whose process or node died (at-least-once execution).
 
 A task is owned by the node that claimed it for as long as that node
-heartbeats. When its executor dies, the node re-queues it; when the node
-itself stops heartbeating, any other node re-queues everything it held and
-restarts its actors elsewhere. Results are stored first-write-wins, so a task
-that runs twice still has exactly one result.
+heartbeats. When its executor dies, the node re-queues it (its claim record
+names the task even if the executor died before noting it anywhere else);
+when the node itself stops heartbeating, any other node re-queues everything
+its reservation records list and restarts its actors elsewhere. Results are
+stored first-write-wins, so a task that runs twice still has exactly one
+result. Every step is idempotent: a recovery interrupted half way is simply
+done again.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import ids
 from . import task_spec as ts
+from .cluster import Cluster
 from .exceptions import OutOfMemoryError, WorkerCrashedError
-from .scripts import NO_OWNER
-from .serialization import KIND_ERROR
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .locks import FencedLock
+from .scripts import NO_OWNER, ReturnValue, parse_record
+from .serialization import KIND_ERROR, encode_record
 
 log = logging.getLogger(__name__)
 
+#: Seconds without a heartbeat after which a node is declared dead.
+NODE_TIMEOUT = 10.0
+
 
 def recover_task(
-    runtime: Runtime,
+    cluster: Cluster,
     node_id: str,
     task_id: str,
     how: str,
+    *,
+    worker_id: str = "",
     node_died: bool = False,
     memory: tuple[int, int] | None = None,
 ) -> None:
     """The process running ``task_id`` on ``node_id`` is gone: retry or fail it.
     ``memory`` is (used, allowed) when its node killed it for outgrowing ``memory=``."""
-    raw: Any = runtime.client.hget(runtime.keys.task_spec, task_id)
+    k = cluster.keys
+    raw: Any = cluster.client.hget(k.task_spec, task_id)
     spec = None
     if raw:
         try:
@@ -45,18 +52,24 @@ def recover_task(
     if spec is not None and spec.extra and spec.extra.get("actor") and not spec.extra.get("method"):
         from .actor_lifecycle import process_exited
 
-        process_exited(runtime, node_id, spec.extra["actor"], how, task_id, memory)
+        process_exited(
+            cluster, node_id, spec.extra["actor"], how, task_id, memory, worker_id=worker_id
+        )
         return
-    # neither a cancelled task nor one that outgrew its memory= is retried
-    cancelled = bool(runtime.client.sismember(runtime.keys.cancelled, task_id))
-    budget = spec.max_retries if spec is not None and not cancelled and memory is None else 0
-    outcome = runtime.scripts.requeue(node_id, task_id, budget)
+    record = parse_record(cluster.client.hget(k.node_running(node_id), task_id))
+    worker = worker_id or (record.worker if record else "")
+    shape = record.reservation.partition(";")[0] if record else "CPU=10000"
+    state: Any = cluster.client.hget(k.task_state, task_id)
+    cancelled = isinstance(state, bytes) and state.endswith(b" c")
+    # a task that outgrew its memory= is not retried (cancelled ones: requeue.lua)
+    budget = spec.max_retries if spec is not None and memory is None else 0
+    outcome = cluster.scripts.requeue(node_id, task_id, worker, budget, shape)
     if outcome != 0:
         return
     if spec is None:
         # nobody to tell: forget the task's records (its slots are already back)
-        runtime.scripts.complete(
-            task_id=task_id, job_id="", owner=NO_OWNER, node_id=None, reservation="", returns=[]
+        cluster.scripts.complete(
+            task_id=task_id, job_id="", owner=NO_OWNER, node_id=None, returns=[], retry=True
         )
         return
     err: Exception
@@ -75,49 +88,86 @@ def recover_task(
             f"The task {spec.function_name} ({task_id}) died (its {where}: {how}) and its "
             f"retry budget (max_retries={spec.max_retries}) is spent."
         )
-    frames = runtime.error_frames(err)
+    record_bytes = bytes(encode_record(KIND_ERROR, cluster.error_frames(err))["d"])
     returns = [
-        runtime.return_value(ids.return_id(task_id, i), KIND_ERROR, frames, "crash")
-        for i in ts.result_indexes(spec)
+        ReturnValue(ids.return_id(task_id, i), record_bytes) for i in ts.result_indexes(spec)
     ]
-    runtime.scripts.complete(
+    cluster.scripts.complete(
         task_id=task_id,
         job_id=spec.job_id,
         owner=spec.owner,
         node_id=None,
-        reservation="",
         returns=returns,
+        retry=True,
     )
 
 
-def dead_nodes(runtime: Runtime, timeout: float) -> list[str]:
-    """Nodes whose last heartbeat is older than ``timeout`` seconds."""
-    stale: Any = runtime.client.zrangebyscore(
-        runtime.keys.heartbeats, "-inf", time.time() - timeout
-    )
-    return [s.decode() for s in stale]
+def recover_executor(cluster: Cluster, node_id: str, worker_id: str, how: str, **kw: Any) -> None:
+    """An executor is gone: recover the task its claim record names (the
+    executor may have died before noting the claim anywhere else), then
+    delete the keys that were its own."""
+    k = cluster.keys
+    claimed: Any = cluster.client.get(k.claim(worker_id))
+    if claimed:
+        recover_task(cluster, node_id, claimed.decode(), how, worker_id=worker_id, **kw)
+    forget_executor(cluster, node_id, worker_id)
 
 
-def recover_node(runtime: Runtime, node_id: str, by: str) -> bool:
+def forget_executor(cluster: Cluster, node_id: str, worker_id: str) -> None:
+    k = cluster.keys
+    with cluster.client.pipeline(transaction=False) as pipe:
+        pipe.delete(k.inbox(worker_id), k.submitted(worker_id), k.claim(worker_id))
+        pipe.srem(k.node_workers(node_id), worker_id)
+        pipe.execute()
+
+
+def dead_nodes(cluster: Cluster, timeout: float = NODE_TIMEOUT) -> list[str]:
+    """Nodes whose last heartbeat is older than ``timeout`` seconds, by the
+    Redis server's clock."""
+    _now, old = cluster.scripts.expired(cluster.keys.heartbeats, timeout)
+    return [node for node, _ in old]
+
+
+def recover_node(cluster: Cluster, node_id: str) -> bool:
     """Take over a dead node's work: re-queue its tasks, restart its actors,
-    delete its registration. One recoverer at a time (a lock that expires if
-    the recoverer dies too). Returns True if this call did it."""
-    k = runtime.keys
-    lock = k.node_reaper(node_id)
-    if not runtime.client.set(lock, by, nx=True, ex=60):
+    delete its registration and the keys of its executors. Under a fenced
+    lock; returns True if this call did it."""
+    k = cluster.keys
+    lock = FencedLock(cluster.scripts, k.lock("node:" + node_id))
+    if not lock.take():
         return False
     try:
-        log.warning("node %s stopped heartbeating; recovering its work", node_id)
-        running: Any = runtime.client.hkeys(k.node_running(node_id))
-        for raw in running:
+        log.info("recovering the work of node %s", node_id)
+        running: Any = cluster.client.hgetall(k.node_running(node_id))
+        for raw_tid, raw_record in running.items():
+            record = parse_record(raw_record)
             recover_task(
-                runtime, node_id, raw.decode(), "its node stopped heartbeating", node_died=True
+                cluster,
+                node_id,
+                raw_tid.decode(),
+                "its node stopped heartbeating",
+                worker_id=record.worker if record else "",
+                node_died=True,
             )
-        with runtime.client.pipeline(transaction=True) as pipe:
+            if not lock.renew():
+                return False
+        workers: Any = cluster.client.smembers(k.node_workers(node_id))
+        with cluster.client.pipeline(transaction=True) as pipe:
             pipe.hdel(k.nodes, node_id)
             pipe.zrem(k.heartbeats, node_id)
-            pipe.delete(k.node_avail(node_id), k.node_gpus(node_id), k.node_running(node_id))
+            pipe.delete(
+                k.node_avail(node_id),
+                k.node_gpus(node_id),
+                k.node_running(node_id),
+                k.node_wake(node_id),
+                k.node_control(node_id),
+                k.node_workers(node_id),
+                k.node_ready(node_id),
+            )
+            for raw in workers:
+                w = raw.decode()
+                pipe.delete(k.inbox(w), k.submitted(w), k.claim(w))
             pipe.execute()
         return True
     finally:
-        runtime.client.delete(lock)
+        lock.release()

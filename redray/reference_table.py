@@ -1,10 +1,15 @@
-"""What one process knows about the objects it references.
+"""What one process knows about the objects it references and its tasks in flight.
 
 Counts the live ``ObjectRef`` instances per object id, remembers which objects
 this process owns (submitted the task or called ``put``), which are ready, and
 small values it already holds. When the last reference to an owned object is
 gone, the object is queued for deletion from Redis; an object whose reference
 left the process inside a value ("escaped") stays pinned until its job ends.
+
+It also keeps, per task this process submitted and has not heard the end of,
+the ObjectRefs its arguments need alive (``in_flight``), the actor an actor
+call went to (``calls``, for ``cancel``) and the streaming generators whose
+items may still arrive (``streams``); completion notices prune all three.
 """
 
 from __future__ import annotations
@@ -36,6 +41,22 @@ class ReferenceTable:
         #: only appends here (deque.append is atomic): taking the lock there could
         #: deadlock when a collection runs while this thread holds it.
         self.released: deque[str] = deque()
+        #: task id -> ObjectRefs its arguments need alive until it finishes
+        self.in_flight: dict[str, list[Any]] = {}
+        #: actor call task id -> actor id, until its notice arrives
+        self.calls: dict[str, str] = {}
+        #: streaming generator tasks whose items may still arrive
+        self.streams: set[str] = set()
+
+    def task_ended(self, task_id: str) -> None:
+        """A notice said the task is done: its arguments and bookkeeping go."""
+        self.in_flight.pop(task_id, None)
+        self.calls.pop(task_id, None)
+
+    def awaiting(self) -> bool:
+        """Whether a notice is still expected for something this process
+        keeps memory for (a dropped ref, held arguments, an actor call)."""
+        return bool(self.free_when_ready or self.in_flight or self.calls)
 
     def add_local(self, oid: str) -> None:
         with self._lock:
@@ -139,6 +160,9 @@ class ReferenceTable:
         return len(self.owned) + len(self.held) + len(self.escaped)
 
     def forget_all(self) -> None:
+        self.in_flight.clear()
+        self.calls.clear()
+        self.streams.clear()
         with self._lock:
             self.counts.clear()
             self.owned.clear()

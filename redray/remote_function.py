@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-from . import ids
+from . import ids, session
 from . import task_spec as ts
 from .constants import INLINE_LIMIT
 from .generator import check_num_returns, owned_returns, result_of_call
@@ -126,9 +126,7 @@ class RemoteFunction(Generic[R]):
         return _BoundOptions(self, validate_task_options(merged, f"remote function {self._name}"))
 
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]) -> Any:
-        from . import api
-
-        runtime = api.current_runtime(required=True, auto_init=True)
+        runtime = session.current_runtime(required=True, auto_init=True)
         if self._signature is not None:
             try:
                 self._signature.bind(*args, **kwargs)

@@ -3,83 +3,59 @@
 Each script is registered once per client with ``register_script`` (EVALSHA,
 reloaded transparently after SCRIPT FLUSH). The wrappers build every key the
 script touches and pass it through KEYS; the scripts never build key names.
+Each wrapper says whether its script is idempotent; only those are re-sent
+after a connection error (``retry=True``, within the outage budget).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
 
-from .constants import MAX_DEAD_LETTERS, Keys
-from .exceptions import RaySystemError
+from .connections import Batch, retrying
+from .constants import MAILBOX_GROUP, MAX_DEAD_LETTERS, Keys
+from .settings import Settings
+
+T = TypeVar("T")
+
+_NAMES = (
+    "submit",
+    "claim",
+    "complete",
+    "subscribe",
+    "cancel",
+    "requeue",
+    "block",
+    "unblock",
+    "heartbeat",
+    "expired",
+    "lock",
+    "job_cleanup",
+    "shape",
+    "create_actor",
+    "actor_call",
+    "actor_ready",
+    "actor_dead",
+    "actor_restarting",
+    "queue_take",
+)
 
 
-def _source(name: str) -> str:
+#: Scripts that use a Lua library (prepended when they are loaded).
+_LIBRARIES = {"claim": ("claim_lib",), "complete": ("claim_lib",)}
+
+
+def _read(name: str) -> str:
     return resources.files("redray.lua").joinpath(f"{name}.lua").read_text()
 
 
-class Batch:
-    """Script calls (and plain commands) sent in one round trip.
-
-    It writes the commands straight to one pooled connection and reads the
-    raw replies: redis-py's ``Pipeline`` adds a ``SCRIPT EXISTS`` round trip
-    whenever it holds a script and about 40 µs of bookkeeping per execution,
-    which is the hot path's whole budget. Calls the server answers with
-    NOSCRIPT (after a SCRIPT FLUSH or a restart) are re-run in order once the
-    scripts are loaded again. Replies are raw (lists, not dicts or tuples).
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self._commands: list[tuple[Any, ...]] = []
-        self._calls: list[tuple[Script, list[str], list[Any]] | None] = []
-
-    def evalsha(self, script: Script, keys: list[str], args: list[Any]) -> None:
-        self._commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
-        self._calls.append((script, keys, args))
-
-    def command(self, *args: Any) -> None:
-        self._commands.append(args)
-        self._calls.append(None)
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def execute(self) -> list[Any]:
-        commands, self._commands = self._commands, []
-        calls, self._calls = self._calls, []
-        if not commands:
-            return []
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        replies: list[Any] = []
-        try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)  # type: ignore[no-untyped-call]
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as err:
-                    replies.append(err)
-        except BaseException:
-            conn.disconnect()  # type: ignore[no-untyped-call]
-            raise
-        finally:
-            pool.release(conn)
-        for i, reply in enumerate(replies):
-            if isinstance(reply, NoScriptError):
-                call = calls[i]
-                assert call is not None
-                script, keys, args = call
-                replies[i] = script(keys=keys, args=args)  # loads the script, then retries
-            elif isinstance(reply, redis.ResponseError):
-                raise RaySystemError(f"Redis refused a batched call: {reply}") from reply
-        return replies
+def _source(name: str) -> str:
+    return "".join(_read(lib) + "\n" for lib in _LIBRARIES.get(name, ())) + _read(name)
 
 
 @dataclass
@@ -100,6 +76,26 @@ class ReturnValue:
     staged_attempt: str | None = None
 
 
+class Record(NamedTuple):
+    """A reservation record: who holds it, what, and how much CPU it gave back
+    while blocked in ``get``."""
+
+    worker: str
+    reservation: str
+    blocked: int
+
+
+def parse_record(raw: bytes | str | None) -> Record | None:
+    """A ``node:<n>:running`` value; None when missing or malformed."""
+    if raw is None:
+        return None
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    parts = text.split(" ")
+    if len(parts) != 3 or not parts[2].isdigit() or ";" not in parts[1]:
+        return None
+    return Record(parts[0], parts[1], int(parts[2]))
+
+
 #: The owner of a task nobody waits for (an actor's creation task, an
 #: unreadable spec): complete.lua then pushes no notice.
 NO_OWNER = "-"
@@ -110,81 +106,82 @@ class Scripts:
 
     NOTICE_LIMIT = 4096
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings | None = None) -> None:
         self.client = client
         self.keys = keys
-        self._submit = client.register_script(_source("submit"))
-        self._claim = client.register_script(_source("claim"))
-        self._complete = client.register_script(_source("complete"))
-        self._subscribe = client.register_script(_source("subscribe"))
-        self._cancel = client.register_script(_source("cancel"))
-        self._requeue = client.register_script(_source("requeue"))
-        self._create_actor = client.register_script(_source("create_actor"))
-        self._actor_call = client.register_script(_source("actor_call"))
-        self._actor_ready = client.register_script(_source("actor_ready"))
-        self._actor_dead = client.register_script(_source("actor_dead"))
-        self._queue_take = client.register_script(_source("queue_take"))
+        self.settings = settings or Settings()
+        self._scripts: dict[str, Script] = {n: client.register_script(_source(n)) for n in _NAMES}
         self.load()
 
     def load(self) -> None:
         """Load every script now, so a batch never meets NOSCRIPT for one
         script and not for another (which would reorder their effects)."""
-        scripts = [
-            self._submit,
-            self._claim,
-            self._complete,
-            self._subscribe,
-            self._cancel,
-            self._requeue,
-            self._create_actor,
-            self._actor_call,
-            self._actor_ready,
-            self._actor_dead,
-            self._queue_take,
-        ]
-        with self.client.pipeline(transaction=False) as pipe:
-            for script in scripts:
-                pipe.script_load(script.script)
-            shas = pipe.execute()
+        scripts = list(self._scripts.values())
+
+        def load_all() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for script in scripts:
+                    pipe.script_load(script.script)
+                return list(pipe.execute())
+
+        shas = retrying(self.settings, load_all)
         for script, sha in zip(scripts, shas):
             script.sha = sha if isinstance(sha, str) else sha.decode()
 
     def _run(
-        self, script: Script, keys: list[str], args: list[Any], pipe: Batch | None = None
+        self,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        pipe: Batch | None = None,
+        *,
+        retry: bool = False,
     ) -> Any:
+        script = self._scripts[name]
         if pipe is not None:
             pipe.evalsha(script, keys, args)
             return None
-        batch = Batch(self.client)
-        batch.evalsha(script, keys, args)
-        return batch.execute()[0]
+
+        def once() -> Any:
+            batch = Batch(self.client)
+            batch.evalsha(script, keys, args)
+            return batch.execute()[0]
+
+        return retrying(self.settings, once) if retry else once()
 
     def batch(self) -> Batch:
         return Batch(self.client)
 
-    # -- submit ------------------------------------------------------------------
+    def retrying(self, fn: Callable[[], T]) -> T:
+        return retrying(self.settings, fn)
+
+    # -- submit (idempotent) ----------------------------------------------------
     def submit(
         self,
         job_id: str,
-        tasks: Sequence[tuple[str, str, bytes, Sequence[str]]],
+        owner: str,
+        tasks: Sequence[tuple[int, str, str, bytes, Sequence[str]]],
         pipe: Batch | None = None,
     ) -> Any:
-        """Register tasks ``(task id, shape, spec, input object ids)``."""
+        """Register tasks ``(submission number, task id, shape, spec, input object ids)``."""
         k = self.keys
+        shape_at: dict[str, int] = {}
         index: dict[str, int] = {}
         dep_keys: list[str] = []
-        argv: list[Any] = []
-        for _tid, _shape, _spec, deps in tasks:
+        for _n, _tid, shape, _spec, deps in tasks:
+            if shape not in shape_at:
+                shape_at[shape] = len(shape_at) + 1
             for oid in deps:
                 if oid not in index:
                     index[oid] = len(index) + 1
                     dep_keys.append(k.obj(oid))
                     dep_keys.append(k.waiters(oid))
-        argv = [k.ready_channel, len(index), len(tasks)]
-        for tid, shape, spec, deps in tasks:
-            # submit.lua counts each distinct input once
-            distinct = sorted({index[oid] for oid in deps})
-            argv.extend((tid, shape, spec, len(distinct)))
+        argv: list[Any] = [len(shape_at), len(index), len(tasks), *shape_at]
+        for n, tid, shape, spec, deps in tasks:
+            # each distinct input once
+            distinct = list(dict.fromkeys(deps))
+            argv.extend((n, tid, shape_at[shape], spec, len(distinct)))
+            argv.extend(index[oid] for oid in distinct)
             argv.extend(distinct)
         keys = [
             k.task_spec,
@@ -194,12 +191,14 @@ class Scripts:
             k.seq,
             k.job_tasks(job_id),
             k.job_keys(job_id),
+            k.submitted(owner),
+            *[k.bell(shape) for shape in shape_at],
             *dep_keys,
         ]
-        return self._run(self._submit, keys, argv, pipe)
+        return self._run("submit", keys, argv, pipe)
 
-    # -- claim -------------------------------------------------------------------
-    def claim_keys(self, node_id: str) -> list[str]:
+    # -- claim (idempotent per executor) -----------------------------------------
+    def claim_keys(self, node_id: str, worker_id: str, shapes: Sequence[str]) -> list[str]:
         k = self.keys
         return [
             k.ready,
@@ -209,13 +208,24 @@ class Scripts:
             k.node_gpus(node_id),
             k.node_running(node_id),
             k.dead_letters,
+            k.claim(worker_id),
+            *[k.bell(s) for s in shapes],
         ]
 
     def claim(
-        self, node_id: str, worker_id: str, shapes: Sequence[str], pipe: Batch | None = None
+        self,
+        node_id: str,
+        worker_id: str,
+        shapes: Sequence[str],
+        pipe: Batch | None = None,
+        *,
+        held: int = 0,
     ) -> Any:
-        argv = [node_id, worker_id, MAX_DEAD_LETTERS, *shapes]
-        return self._run(self._claim, self.claim_keys(node_id), argv, pipe)
+        """Claim the oldest task that fits; ``held`` is the 1-based index in
+        ``shapes`` of the bell token the caller popped (0: none). Idempotent
+        per executor: asking again returns the task it holds."""
+        argv = [node_id, worker_id, MAX_DEAD_LETTERS, held, *shapes]
+        return self._run("claim", self.claim_keys(node_id, worker_id, shapes), argv, pipe)
 
     @staticmethod
     def parse_claim(reply: Any) -> Claimed | None:
@@ -224,7 +234,7 @@ class Scripts:
         tid, spec, reservation = reply
         return Claimed(tid.decode(), spec, reservation.decode())
 
-    # -- complete ----------------------------------------------------------------
+    # -- complete (idempotent) -----------------------------------------------------
     def complete(
         self,
         *,
@@ -232,11 +242,19 @@ class Scripts:
         job_id: str,
         owner: str,
         node_id: str | None,
-        reservation: str,
         returns: Sequence[ReturnValue],
         pipe: Batch | None = None,
         final: bool = True,
+        worker_id: str = "",
+        claim_next: bool = False,
+        bells: Sequence[str] = (),
+        actor_id: str = "",
+        entry_id: str = "",
+        retry: bool = False,
     ) -> Any:
+        """Publish results, and with ``claim_next`` claim the executor's next
+        task from the shapes of ``bells``; the reply is parsed by
+        ``parse_complete``. Idempotent."""
         k = self.keys
         node = node_id or "-"
         keys = [
@@ -253,16 +271,27 @@ class Scripts:
             k.job_keys(job_id),
             k.inbox(owner),
             k.retries,
-            k.cancelled,
+            k.claim(worker_id) if worker_id else k.nothing,
+            k.node_wake(node),
+            k.mailbox(actor_id) if actor_id else k.nothing,
+            k.actor_cancelled(actor_id) if actor_id else k.nothing,
+            k.dead_letters,
+            *[k.bell(s) for s in bells],
         ]
         argv: list[Any] = [
             task_id,
             job_id,
-            reservation,
-            k.ready_channel,
+            len(bells),
             len(returns),
             -1 if owner == NO_OWNER else self.NOTICE_LIMIT,
             "f" if final else "y",
+            "1" if claim_next else "0",
+            entry_id,
+            MAILBOX_GROUP,
+            node,
+            worker_id,
+            MAX_DEAD_LETTERS,
+            *bells,
         ]
         staged: list[str] = []
         for ret in returns:
@@ -274,26 +303,47 @@ class Scripts:
             else:
                 argv.extend((ret.object_id, "i", ret.data))
         keys.extend(staged)
-        return self._run(self._complete, keys, argv, pipe)
+        return self._run("complete", keys, argv, pipe, retry=retry)
 
-    # -- subscribe -----------------------------------------------------------------
-    def subscribe(self, worker_id: str, object_ids: Sequence[str], subscribe: bool) -> list[bool]:
+    @staticmethod
+    def parse_complete(reply: Any) -> tuple[int, Claimed | None, list[str]]:
+        """(1 if stored, the next task claimed or None, shapes of dependants
+        made ready whose bell was not passed)."""
+        if not isinstance(reply, list) or not reply:
+            return int(reply or 0), None, []
+        claimed = None
+        if len(reply) >= 4 and reply[1]:
+            claimed = Claimed(bytes(reply[1]).decode(), bytes(reply[2]), bytes(reply[3]).decode())
+        missed = [s.decode() if isinstance(s, bytes) else str(s) for s in reply[4:]]
+        return int(reply[0]), claimed, missed
+
+    # -- subscribe (idempotent) ------------------------------------------------------
+    def subscribe(
+        self, worker_id: str, object_ids: Sequence[str], subscribe: bool, *, retry: bool = True
+    ) -> list[bool]:
         k = self.keys
         keys: list[str] = []
         for oid in object_ids:
             keys.append(k.obj(oid))
             keys.append(k.waiters(oid))
-        reply = self._run(self._subscribe, keys, ["@" + worker_id, "1" if subscribe else "0"])
+        reply = self._run(
+            "subscribe", keys, ["@" + worker_id, "1" if subscribe else "0"], retry=retry
+        )
         return [bool(x) for x in reply]
 
-    # -- cancel --------------------------------------------------------------------
-    def cancel(self, task_id: str) -> str:
+    # -- cancel (idempotent) -----------------------------------------------------------
+    def cancel(self, task_id: str, shapes: Sequence[str] = ()) -> str:
+        """``shapes``: the bells to keep in step with their queues (a removed
+        queued task's token goes with it)."""
         k = self.keys
-        reply = self._run(self._cancel, [k.task_state, k.deps_left, k.ready], [task_id])
+        keys = [k.task_state, k.deps_left, k.ready, *[k.bell(s) for s in shapes]]
+        reply = self._run("cancel", keys, [task_id, *shapes], retry=True)
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
-    # -- requeue -------------------------------------------------------------------
-    def requeue(self, node_id: str, task_id: str, max_retries: int, shape: str = "") -> int:
+    # -- requeue (idempotent) ------------------------------------------------------------
+    def requeue(
+        self, node_id: str, task_id: str, worker_id: str, max_retries: int, shape: str
+    ) -> int:
         k = self.keys
         keys = [
             k.task_state,
@@ -303,8 +353,63 @@ class Scripts:
             k.node_gpus(node_id),
             k.node_running(node_id),
             k.retries,
+            k.claim(worker_id) if worker_id else k.nothing,
+            k.node_wake(node_id),
+            k.bell(shape),
         ]
-        return int(self._run(self._requeue, keys, [task_id, max_retries, k.ready_channel, shape]))
+        return int(self._run("requeue", keys, [task_id, max_retries, shape], retry=True))
+
+    # -- blocked get (idempotent) ------------------------------------------------------------
+    def block(self, node_id: str, task_id: str) -> int:
+        k = self.keys
+        keys = [k.node_running(node_id), k.node_avail(node_id), k.node_wake(node_id)]
+        return int(self._run("block", keys, [task_id], retry=True))
+
+    def unblock(self, node_id: str, task_id: str) -> int:
+        k = self.keys
+        keys = [k.node_running(node_id), k.node_avail(node_id)]
+        return int(self._run("unblock", keys, [task_id], retry=True))
+
+    # -- liveness (idempotent) -----------------------------------------------------------------
+    def heartbeat(self, registry: str, beats: str, member: str, *, retry: bool = False) -> bool:
+        return bool(self._run("heartbeat", [registry, beats], [member], retry=retry))
+
+    def expired(
+        self, beats: str, age_s: float, limit: int = 1000
+    ) -> tuple[int, list[tuple[str, int]]]:
+        """(server now in ms, [(member, last beat in ms)]) of members older than ``age_s``."""
+        reply = self._run("expired", [beats], [int(age_s * 1000), limit], retry=True)
+        now = int(reply[0])
+        pairs = reply[1:]
+        return now, [(pairs[i].decode(), int(float(pairs[i + 1]))) for i in range(0, len(pairs), 2)]
+
+    def lock(self, key: str, op: str, token: str, ttl_s: float = 30.0) -> bool:
+        return bool(self._run("lock", [key], [op, token, int(ttl_s * 1000)], retry=True))
+
+    def job_cleanup(
+        self, lock_key: str, token: str, job_id: str, batch: int, shapes: Sequence[str] = ()
+    ) -> int:
+        k = self.keys
+        keys = [
+            lock_key,
+            k.job_tasks(job_id),
+            k.task_spec,
+            k.task_state,
+            k.deps_left,
+            k.ready,
+            k.retries,
+            *[k.bell(s) for s in shapes],
+        ]
+        return int(self._run("job_cleanup", keys, [token, batch, *shapes], retry=True))
+
+    def known_shapes(self) -> list[str]:
+        raw: Any = self.client.hkeys(self.keys.shapes)
+        return [s.decode(errors="replace") for s in raw]
+
+    def register_shape(self, shape: str, node_ids: Sequence[str]) -> bool:
+        k = self.keys
+        keys = [k.shapes, *[k.node_wake(n) for n in node_ids]]
+        return bool(self._run("shape", keys, [shape], retry=True))
 
     # -- actors ---------------------------------------------------------------------
     def create_actor(
@@ -316,15 +421,13 @@ class Scripts:
         detached: bool,
         fields: dict[str, Any],
     ) -> tuple[str, str]:
-        """Register an actor; returns ('created'|'exists', actor id)."""
-        from .constants import MAILBOX_GROUP
-
+        """Register an actor; returns ('created'|'exists', actor id). Idempotent."""
         k = self.keys
         argv: list[Any] = [name_key, actor_id, "1" if detached else "0", MAILBOX_GROUP]
         for key, value in fields.items():
             argv.extend((key, value))
         reply = self._run(
-            self._create_actor,
+            "create_actor",
             [
                 k.actor_names,
                 k.actor(actor_id),
@@ -334,17 +437,23 @@ class Scripts:
                 k.actors,
             ],
             argv,
+            retry=True,
         )
         return reply[0].decode(), reply[1].decode()
 
-    def actor_call(self, calls: Sequence[tuple[str, bytes]], pipe: Batch | None = None) -> Any:
-        """Append ``(actor id, spec)`` calls to their mailboxes (see actor_call.lua)."""
+    def actor_call(
+        self, owner: str, calls: Sequence[tuple[int, str, bytes]], pipe: Batch | None = None
+    ) -> Any:
+        """Append ``(submission number, actor id, spec)`` calls to their
+        mailboxes (see actor_call.lua). Idempotent."""
         k = self.keys
-        keys: list[str] = []
-        for actor_id, _spec in calls:
+        keys: list[str] = [k.submitted(owner)]
+        argv: list[Any] = []
+        for n, actor_id, spec in calls:
             keys.append(k.actor(actor_id))
             keys.append(k.mailbox(actor_id))
-        return self._run(self._actor_call, keys, [spec for _aid, spec in calls], pipe)
+            argv.extend((n, spec))
+        return self._run("actor_call", keys, argv, pipe)
 
     def actor_ready(
         self,
@@ -356,18 +465,25 @@ class Scripts:
         keep: str,
         fields: dict[str, Any],
     ) -> bool:
+        """Idempotent."""
         k = self.keys
         argv: list[Any] = [task_id, release_cpu, keep]
         for key, value in fields.items():
             argv.extend((key, value))
-        keys = [k.actor(actor_id), k.node_avail(node_id), k.node_running(node_id)]
-        return bool(self._run(self._actor_ready, keys, argv))
+        keys = [
+            k.actor(actor_id),
+            k.node_avail(node_id),
+            k.node_running(node_id),
+            k.node_wake(node_id),
+        ]
+        return bool(self._run("actor_ready", keys, argv, retry=True))
 
     def actor_dead(
         self, *, actor_id: str, job_id: str, death: bytes, name_key: str
     ) -> tuple[str, str, str]:
-        """Mark an actor dead; returns (previous state, node id, worker id) of its
-        process, or of its creation task while ``__init__`` runs ('' when none)."""
+        """Mark an actor dead (idempotent); returns (previous state, node id,
+        worker id) of its process, or of its creation task while ``__init__``
+        runs ('' when none)."""
         k = self.keys
         keys = [
             k.actor(actor_id),
@@ -376,12 +492,18 @@ class Scripts:
             k.actors,
             k.task_state,
         ]
-        reply = self._run(self._actor_dead, keys, [actor_id, death, name_key])
+        reply = self._run("actor_dead", keys, [actor_id, death, name_key], retry=True)
         state, node, worker = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
         return state, node, worker
 
+    def actor_restarting(self, actor_id: str, how: str, oom: bool) -> bool:
+        """Record a restart unless the actor died or its record went (idempotent)."""
+        keys = [self.keys.actor(actor_id)]
+        return bool(self._run("actor_restarting", keys, [how, "1" if oom else ""], retry=True))
+
     # -- util.queue -------------------------------------------------------------------
     def queue_take(self, items_key: str, n: int) -> list[bytes] | None:
-        """Exactly ``n`` items from a Queue's list, or None if it holds fewer."""
-        reply = self._run(self._queue_take, [items_key], [n])
+        """Exactly ``n`` items from a Queue's list, or None if it holds fewer.
+        Not idempotent (a pop): never re-sent."""
+        reply = self._run("queue_take", [items_key], [n])
         return list(reply) if reply else None

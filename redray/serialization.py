@@ -157,3 +157,23 @@ def decode_record(record: dict[bytes, bytes]) -> tuple[bytes, list[Frame]]:
 
 def record_is_small(fields: dict[str, Frame]) -> bool:
     return "d" in fields
+
+
+def error_frames(serializer: Serializer, error: BaseException) -> list[Frame]:
+    """An exception's frames; one that cannot be pickled becomes a
+    ``RayError`` saying so (a ``RayTaskError`` keeps its traceback)."""
+    from .exceptions import RayError, RaySystemError, RayTaskError
+
+    try:
+        return serializer.dumps(error)
+    except Exception:  # noqa: BLE001 - fall back to a picklable description
+        fallback: RayError
+        if isinstance(error, RayTaskError):
+            cause = RayError(
+                f"The original cause of the RayTaskError ({type(error.cause)}) isn't "
+                f"serializable: {error.cause!r}. Overwriting the cause to a RayError."
+            )
+            fallback = RayTaskError(error.function_name, error.traceback_str, cause)
+        else:
+            fallback = RaySystemError(repr(error))
+        return serializer.dumps(fallback)

@@ -8,8 +8,6 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from .constants import DEFAULT_PREFIX
 
@@ -31,10 +29,13 @@ class Settings:
     prefix: str = DEFAULT_PREFIX
     #: Seconds to wait for a TCP connection to the server.
     connect_timeout: float = 5.0
-    #: Seconds a non-blocking command may take before it is retried.
-    socket_timeout: float = 30.0
-    #: How long a failing command keeps being retried before ConnectionError.
-    retry_attempts: int = 6
+    #: Seconds a non-blocking command may take before it counts as failed
+    #: (blocking ones time out just after their own block: connections.py).
+    socket_timeout: float = 10.0
+    #: Seconds an idempotent command keeps being retried while the server is
+    #: unreachable before ``ConnectionError`` reaches the caller: a blip
+    #: shorter than this is invisible to user code.
+    outage_budget: float = 10.0
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> Settings:
@@ -87,26 +88,9 @@ class Settings:
         return f"redis://{self.host}:{self.port}/{self.db}"
 
     def client(self, *, blocking: bool = False) -> redis.Redis:
-        """A client with deliberate timeouts and retries.
+        """A client with the retry policy of ``redray/connections.py``:
+        retrying (idempotent commands) by default; ``blocking=True`` gives one
+        that never retries, for pops and ``connections.blocking_call``."""
+        from . import connections
 
-        A blocking client (BLPOP, pub/sub) gets no socket timeout of its own:
-        each blocking call passes a server-side timeout and its socket is only
-        bounded by TCP keepalive, so a long block never surfaces as TimeoutError.
-        """
-        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), self.retry_attempts)
-        return redis.Redis(
-            host=self.host,
-            port=self.port,
-            db=self.db,
-            username=self.username,
-            password=self.password,
-            socket_connect_timeout=self.connect_timeout,
-            socket_timeout=None if blocking else self.socket_timeout,
-            socket_keepalive=True,
-            retry=retry,
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-            health_check_interval=0,
-            # RESP2 on every redis-py version: raw replies read by scripts.Batch
-            # have one shape (redis-py 8 defaults to RESP3, older ones to RESP2)
-            protocol=2,
-        )
+        return connections.single_shot(self) if blocking else connections.client(self)

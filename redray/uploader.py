@@ -21,29 +21,34 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import redis
 
-from . import ids
 from .bulk import BulkChannel
-from .exceptions import ObjectStoreFullError
 from .reference_table import Held
-from .scripts import NO_OWNER
-from .serialization import KIND_ERROR
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: The staging attempt name of uploads: ``{prefix}:obj:<id>:su``.
 ATTEMPT = "u"
 
+#: (object id, job id, record, bulk channel): stage and publish one object
+Publish = Callable[[str, str, Held, BulkChannel], None]
+
 
 class Uploader:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        settings: Settings,
+        publish: Publish,
+        landed: Callable[[str, Held], None],
+        unlink: Callable[[str, str], None],
+    ) -> None:
+        self._publish = publish
+        self._landed = landed
+        self._unlink = unlink
         #: copies not in Redis yet, by object id (read by ``get`` in this process)
         self.local: dict[str, Held] = {}
         self._queue: OrderedDict[str, tuple[str, Held]] = OrderedDict()
@@ -52,7 +57,7 @@ class Uploader:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self._bulk = BulkChannel(runtime.settings)
+        self._bulk = BulkChannel(settings)
 
     def submit(self, oid: str, job_id: str, held: Held) -> None:
         with self._cond:
@@ -116,42 +121,15 @@ class Uploader:
                 self._unlink(oid, job_id)
             elif kept is not None:
                 # in Redis now: the copy becomes an ordinary (evictable) cache entry
-                self.runtime._cache_large(oid, kept)
+                self._landed(oid, kept)
 
     def _upload(self, oid: str, job_id: str, held: Held) -> None:
-        rt = self.runtime
-        kind, frames = held
+        # staging and publishing are both idempotent: retried until Redis is back
         delay = 0.1
         while not self._stopped:
             try:
-                try:
-                    ret = rt.return_value(
-                        oid, kind, list(frames), ATTEMPT, job_id=job_id, bulk=self._bulk
-                    )
-                except redis.ResponseError as exc:  # e.g. OOM: maxmemory reached
-                    err = ObjectStoreFullError(f"Redis refused to store object {oid}: {exc}")
-                    log.error("%s", err)
-                    frames_ = rt.error_frames(err)
-                    ret = rt.return_value(oid, KIND_ERROR, frames_, ATTEMPT, job_id=job_id)
-                rt.scripts.complete(
-                    task_id=ids.task_of(oid),
-                    job_id=job_id,
-                    owner=NO_OWNER,
-                    node_id=None,
-                    reservation="",
-                    returns=[ret],
-                )
+                self._publish(oid, job_id, held, self._bulk)
                 return
-            except redis.ConnectionError:
-                time.sleep(delay)  # kept until Redis is back
+            except (redis.ConnectionError, redis.TimeoutError):
+                time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-    def _unlink(self, oid: str, job_id: str) -> None:
-        k = self.runtime.keys
-        try:
-            with self.runtime.client.pipeline(transaction=False) as pipe:
-                pipe.unlink(k.obj(oid), k.done(oid))
-                pipe.srem(k.job_keys(job_id), k.obj(oid), k.done(oid))
-                pipe.execute()
-        except redis.RedisError:
-            log.debug("could not free object %s now; the job's cleanup will", oid)

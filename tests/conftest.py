@@ -157,7 +157,8 @@ def node_factory(settings: Settings) -> Iterator[Any]:
     nodes: list[Node] = []
 
     def factory(**kwargs: Any) -> Node:
-        node = start_node(settings, **kwargs)
+        # settings=: the node (and its executors) reach the server another way
+        node = start_node(kwargs.pop("settings", settings), **kwargs)
         nodes.append(node)
         return node
 
@@ -229,3 +230,77 @@ def persistent(tmp_path: Path) -> Iterator[PersistentServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def proxy_factory(redis_server: ServerProcess) -> Iterator[Any]:
+    """Fault-injection proxies in front of the session server (tests/faultproxy.py):
+    ``make()`` starts one; point a process at it with ``settings_via(proxy)``."""
+    from faultproxy import FaultProxy
+
+    proxies: list[Any] = []
+
+    def make() -> Any:
+        proxy = FaultProxy(redis_server.host, redis_server.port).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
+
+
+def settings_via(settings: Settings, proxy: Any) -> Settings:
+    """The same cluster, reached through ``proxy``."""
+    return settings.replace(port=proxy.port)
+
+
+def free_cpus(client: redis.Redis, node_id: str) -> float:
+    """A node's free CPUs, read straight from Redis."""
+    raw = client.hget(Keys().node_avail(node_id), "CPU")
+    return int(raw or 0) / 10_000
+
+
+def cluster_keys(client: redis.Redis, keys: Keys) -> set[str]:
+    return {k.decode() for k in client.scan_iter(match=keys.tag + ":*", count=1000)}
+
+
+#: keys that outlive every job by design: the job and ready-order counters,
+#: the registry of shapes ever submitted and the capped dead-letter stream
+CLUSTER_LIFETIME = {"jobcounter", "seq", "shapes", "deadletters"}
+
+
+def _executor_keys(client: redis.Redis, keys: Keys) -> set[str]:
+    """Keys a live node and its executors keep for their own life: a control
+    stream once it was written to, an executor's submission watermark."""
+    out = set()
+    for raw in client.hkeys(keys.nodes):
+        node = raw.decode()
+        out.add(keys.node_control(node))
+        for w in client.smembers(keys.node_workers(node)):
+            out.add(keys.submitted(w.decode()))
+    return out
+
+
+def assert_back_to_baseline(
+    client: redis.Redis, keys: Keys, baseline: set[str], gone_nodes: Any = ()
+) -> None:
+    """After the jobs: the keys before them, less those of nodes that died,
+    plus only the cluster-lifetime ones (and live executors' own)."""
+    expected = {k for k in baseline if not any(n in k for n in gone_nodes)}
+    allowed = {f"{keys.tag}:{name}" for name in CLUSTER_LIFETIME}
+
+    def settled() -> bool:
+        now = cluster_keys(client, keys)
+        extra = allowed | _executor_keys(client, keys)
+        return now - extra == expected - extra
+
+    try:
+        wait_for(settled, timeout=30, what="keys back to baseline")
+    except AssertionError:
+        now = cluster_keys(client, keys)
+        extra = allowed | _executor_keys(client, keys)
+        raise AssertionError(
+            f"left behind: {sorted(now - expected - extra)}; "
+            f"missing: {sorted((expected - extra) - now)}"
+        ) from None

@@ -72,14 +72,14 @@ def _wait_for_letter(client, keys: Keys, **match: str) -> dict:
 
 
 def _queue_garbage_task(client, keys: Keys, task_id: str, spec: bytes, shape: str = CPU1) -> None:
-    """A 'task' that never went through submit.lua: a spec, a ready entry, a wake-up
-    (in one transaction, so no executor sees the entry before the state it needs)."""
+    """A 'task' that never went through submit.lua: a spec, a ready entry, a bell
+    token (in one transaction, so no executor sees the entry before the state it needs)."""
     member = f"{shape}|00000000000000|{task_id}"
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(keys.task_spec, task_id, spec)
         pipe.hset(keys.task_state, task_id, "Q" + member)
         pipe.zadd(keys.ready, {member: 0})
-        pipe.publish(keys.ready_channel, shape)
+        pipe.rpush(keys.bell(shape), "1")
         pipe.execute()
 
 
@@ -112,7 +112,7 @@ def test_task_spec_with_fields_of_the_wrong_type_gives_its_slots_back(cluster, r
 def test_ready_entries_that_name_no_task_are_dropped(cluster, redis_client, keys):
     _serves()
     redis_client.zadd(keys.ready, {f"{CPU1}|garbage": 0, f"{CPU1}|": 0, "no shape at all": 0})
-    redis_client.publish(keys.ready_channel, CPU1)
+    redis_client.rpush(keys.bell(CPU1), "1", "1")
     wait_for(lambda: redis_client.zcard(keys.ready) <= 1)  # the unclaimable one may stay
     _serves()
 
@@ -164,23 +164,22 @@ def test_malformed_mailbox_entry_becomes_a_dead_letter_and_the_actor_serves_on(
 def test_foreign_shapes_do_not_stop_executors_from_learning_new_ones(cluster, redis_client, keys):
     _serves()
     redis_client.hset(keys.shapes, mapping={"CPU=abc": 1, "zz": 1, "=": 1})
-    redis_client.publish(keys.ready_channel, "CPU=abc")
+    redis_client.rpush(keys.node_wake(cluster.node_id), "s")
     half = inc.options(num_cpus=0.5)  # a shape the executors have never seen
     assert redray.get(half.remote(1), timeout=30) == 2
 
 
-def test_binary_garbage_on_the_channels_is_ignored(cluster, redis_client, keys):
+def test_binary_garbage_on_the_wake_lists_channels_and_control_stream_is_ignored(
+    cluster, redis_client, keys
+):
     actor = Echo.remote()
     assert redray.get(actor.echo.remote(0), timeout=30) == 0
-    for channel in (
-        keys.ready_channel,
-        keys.node_channel(cluster.node_id),
-        keys.control_channel(cluster.node_id),
-        keys.actor_channel(actor._actor_id),
-    ):
-        redis_client.publish(channel, b"\xff\xfe\x00garbage")
-        redis_client.publish(channel, b"kill")
-        redis_client.publish(channel, b"cancel ")
+    for garbage in (b"\xff\xfe\x00garbage", b"kill", b"cancel ", b"kill nobody"):
+        redis_client.publish(keys.actor_channel(actor._actor_id), garbage)
+        redis_client.rpush(keys.node_wake(cluster.node_id), garbage)
+        redis_client.rpush(keys.bell(CPU1), garbage)
+        redis_client.xadd(keys.node_control(cluster.node_id), {"r": garbage})
+        redis_client.xadd(keys.node_control(cluster.node_id), {"junk": garbage})
     _serves()
     assert redray.get(actor.echo.remote(3), timeout=30) == 3
     assert cluster.process.poll() is None
@@ -189,7 +188,7 @@ def test_binary_garbage_on_the_channels_is_ignored(cluster, redis_client, keys):
 def test_garbage_completion_notices_are_dead_letters_and_get_still_works(
     cluster, redis_client, keys
 ):
-    inbox = current_runtime().inbox
+    inbox = current_runtime().keys.inbox(current_runtime().worker_id)
     redis_client.rpush(inbox, b"", b"\xff\xfe", b"o\0", b"t" + b"z" * 20 + b"\0", b"x1234\0data")
     assert redray.get(inc.remote(1), timeout=30) == 2
     assert len([d for d in _letters(redis_client, keys) if d["source"] == inbox]) == 5
@@ -259,7 +258,7 @@ def test_random_bytes_as_task_specs_never_stop_the_node(cluster, redis_client, k
 @RANDOM
 @given(notice=st.binary(max_size=120))
 def test_random_notices_in_the_inbox_never_break_get(cluster, redis_client, notice):
-    redis_client.rpush(current_runtime().inbox, notice)
+    redis_client.rpush(current_runtime().inbox.key, notice)
     assert redray.get(inc.remote(2), timeout=30) == 3
 
 

@@ -21,17 +21,13 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import start_node, wait_for, worker_env
+from conftest import assert_back_to_baseline, cluster_keys, start_node, wait_for, worker_env
 from test_redis_restart import Tally
 
 import redray
 from redray.constants import Keys
-from redray.runtime import Runtime
+from redray.inbox import Inbox
 from redray.settings import Settings
-
-#: keys that outlive every job by design: the job and ready-order counters,
-#: the registry of shapes ever submitted and the capped dead-letter stream
-CLUSTER_LIFETIME = {"jobcounter", "seq", "shapes", "deadletters"}
 
 
 @redray.remote
@@ -51,19 +47,22 @@ class Ledger:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.notices: collections.Counter[str] = collections.Counter()
-        handle = Runtime._handle_notice
+        handle = Inbox.handle
 
-        def counting(runtime: Runtime, raw: bytes) -> str | None:
-            oid = handle(runtime, raw)
+        def counting(inbox: Inbox, raw: bytes) -> str | None:
+            oid = handle(inbox, raw)
             if oid is not None:
                 self.notices[oid] += 1
             return oid
 
-        monkeypatch.setattr(Runtime, "_handle_notice", counting)
+        monkeypatch.setattr(Inbox, "handle", counting)
 
-    def assert_exactly_once(self, refs: list) -> None:
+    def assert_announced_at_most_once(self, refs: list) -> None:
+        """No result was announced twice. (A notice whose pop reply was lost,
+        as when the server is killed just after the pop, is never seen: the
+        waiter re-checks the object instead, so at most once is the check.)"""
         counts = {ref.hex(): self.notices[ref.hex()] for ref in refs}
-        assert {oid: n for oid, n in counts.items() if n != 1} == {}
+        assert {oid: n for oid, n in counts.items() if n > 1} == {}
 
 
 @pytest.fixture
@@ -88,30 +87,6 @@ def every_task_ran(log_dir: Path, n: int) -> collections.Counter[int]:
     return counts
 
 
-def cluster_keys(client, keys: Keys) -> set[str]:
-    return {k.decode() for k in client.scan_iter(match=keys.tag + ":*", count=1000)}
-
-
-def assert_back_to_baseline(client, keys: Keys, baseline: set[str], gone_nodes=()) -> None:
-    """After the jobs: the keys before them, less those of nodes that died,
-    plus only the cluster-lifetime ones."""
-    expected = {k for k in baseline if not any(n in k for n in gone_nodes)}
-    allowed = {f"{keys.tag}:{name}" for name in CLUSTER_LIFETIME}
-
-    def settled() -> bool:
-        now = cluster_keys(client, keys)
-        return now - allowed == expected - allowed
-
-    try:
-        wait_for(settled, timeout=30, what="keys back to baseline")
-    except AssertionError:
-        now = cluster_keys(client, keys)
-        raise AssertionError(
-            f"left behind: {sorted(now - expected - allowed)}; "
-            f"missing: {sorted((expected - allowed) - now)}"
-        ) from None
-
-
 # -- an executor killed mid-task --------------------------------------------------------------
 
 
@@ -130,7 +105,7 @@ def test_executor_killed_mid_task_every_result_arrives_exactly_once(
         os.kill(pid, signal.SIGKILL)
         victims.append(target)
     assert redray.get(refs, timeout=60) == [10 * i for i in range(12)]
-    ledger.assert_exactly_once(refs)
+    ledger.assert_announced_at_most_once(refs)
     counts = every_task_ran(tmp_path, 12)
     assert all(counts[v] >= 2 for v in victims)  # re-run after the kill
     redray.shutdown()
@@ -154,7 +129,7 @@ def test_node_killed_mid_workload_another_node_finishes_everything_exactly_once(
     wait_for(lambda: any(node == doomed.node_id for _, _, node in runs(tmp_path)), 30)
     doomed.kill()  # the agent and all its executors, at once
     assert redray.get(refs, timeout=90) == [10 * i for i in range(30)]
-    ledger.assert_exactly_once(refs)
+    ledger.assert_announced_at_most_once(refs)
     every_task_ran(tmp_path, 30)
     last_runs = {i: node for i, _, node in runs(tmp_path)}
     assert survivor.node_id in last_runs.values()
@@ -187,7 +162,7 @@ def test_redis_killed_and_restarted_mid_workload_loses_and_duplicates_nothing(
         assert redray.get(refs, timeout=120) == [10 * i for i in range(60)]
         # an actor call is never run twice: its count goes up by one per call
         assert redray.get(calls, timeout=120) == list(range(1, 21))
-        ledger.assert_exactly_once(refs + calls)
+        ledger.assert_announced_at_most_once(refs + calls)
         every_task_ran(tmp_path, 60)
         redray.shutdown()
         assert_back_to_baseline(client, keys, baseline)
@@ -235,7 +210,7 @@ def test_killed_driver_is_cleaned_up_while_another_drivers_work_completes_exactl
         )
     assert done.returncode == -signal.SIGKILL and "running" in done.stdout, done.stderr
     assert redray.get(refs, timeout=90) == [10 * i for i in range(30)]
-    ledger.assert_exactly_once(refs)
+    ledger.assert_announced_at_most_once(refs)
     every_task_ran(tmp_path, 30)
     # the dead driver's job goes (its 40 tasks, its object) while ours lives on
     wait_for(lambda: redis_client.hlen(keys.jobs) == 1, 30, what="the dead job's cleanup")
@@ -255,7 +230,7 @@ def test_garbage_poured_into_the_streams_mid_workload_changes_no_result(
     redray.init(address=settings.to_url())
     tally = Tally.remote()
     assert redray.get(tally.add.remote(0), timeout=30) == 0
-    inbox = redray.api.current_runtime().inbox
+    inbox = redray.api.current_runtime().inbox.key
     stop = threading.Event()
 
     def pour() -> None:
@@ -271,8 +246,9 @@ def test_garbage_poured_into_the_streams_mid_workload_changes_no_result(
                 pipe.zadd(keys.ready, {member: 0})
                 pipe.xadd(keys.mailbox(tally._actor_id), {b"s": garbage})
                 pipe.rpush(inbox, garbage)
-                pipe.publish(keys.ready_channel, garbage)
-                pipe.publish(keys.control_channel(node.node_id), garbage)
+                pipe.rpush(keys.bell("CPU=10000"), garbage)
+                pipe.rpush(keys.node_wake(node.node_id), garbage)
+                pipe.xadd(keys.node_control(node.node_id), {b"r": garbage})
                 pipe.execute()
             time.sleep(0.01)
         client.close()
@@ -287,7 +263,7 @@ def test_garbage_poured_into_the_streams_mid_workload_changes_no_result(
     finally:
         stop.set()
         pourer.join(10)
-    ledger.assert_exactly_once(refs + calls)
+    ledger.assert_announced_at_most_once(refs + calls)
     assert collections.Counter(i for i, _, _ in runs(tmp_path)) == collections.Counter(range(40))
     assert redis_client.xlen(keys.dead_letters) > 0
     # what was poured in is drained by the node; then the job ends cleanly

@@ -147,4 +147,15 @@ def test_client_uses_settings() -> None:
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("h", 1, 2)
     assert (kwargs["username"], kwargs["password"]) == ("u", "p")
     assert kwargs["socket_timeout"] == s.socket_timeout
-    assert s.client(blocking=True).connection_pool.connection_kwargs["socket_timeout"] is None
+
+
+def test_the_default_client_retries_for_the_outage_budget_and_the_blocking_one_never() -> None:
+    from redray.connections import BudgetRetry
+
+    s = Settings(outage_budget=7.0)
+    retry = s.client().get_retry()
+    assert isinstance(retry, BudgetRetry) and retry.budget == 7.0
+    single = s.client(blocking=True)
+    assert not isinstance(single.get_retry(), BudgetRetry)
+    # a blocking call bounds its own socket; the client's timeout is for the rest
+    assert single.connection_pool.connection_kwargs["socket_timeout"] == s.socket_timeout

@@ -1,11 +1,14 @@
 """An executor turned actor: runs ``__init__`` once, then serves the mailbox.
 
 The mailbox is a Redis stream read with XREADGROUP (consumer group
-``actor``); an entry is acknowledged and deleted in the same round trip that
-publishes its results, and a synchronous actor sends that round trip
-together with its next blocking read. Entries a previous incarnation had
-read but not finished are claimed back after a restart and retried up to
-``max_task_retries`` times.
+``actor``); an entry is acknowledged and deleted by the same ``complete.lua``
+call that publishes its results, so "published" and "acknowledged" are one
+fact, and a synchronous actor sends that call together with its next
+blocking read. After a failed or timed-out read (its reply, and the entries
+it delivered, may be lost) the actor first reads the entries already
+delivered to it, in order, before new ones. Entries a previous incarnation
+had read but not finished are claimed back after a restart and retried up
+to ``max_task_retries`` times.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ import select
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import redis
+from typing import Any, NamedTuple
 
 from redray import dead_letters, ids
 from redray import task_spec as ts
 from redray.actor_lifecycle import finalize
+from redray.connections import BLOCK_MARGIN, TRANSIENT, Batch, blocking_call
 from redray.constants import MAILBOX_GROUP
 from redray.context import ActorContext, TaskContext
 from redray.exceptions import (
@@ -34,13 +36,11 @@ from redray.exceptions import (
     TaskCancelledError,
 )
 from redray.resources import from_units, memory_limit, parse_reservation
-from redray.scripts import Batch, Claimed, ReturnValue
+from redray.scripts import Claimed, ReturnValue
 from redray.serialization import KIND_ERROR, KIND_VALUE, encode_record
 
 from . import slots as sl
-
-if TYPE_CHECKING:
-    from .executor import Executor
+from .execution import DependencyFailed, Host, apply_env, arguments, value_frames
 
 log = logging.getLogger("redray.actor")
 
@@ -63,7 +63,7 @@ class Done(NamedTuple):
 
 
 class ActorRunner:
-    def __init__(self, executor: Executor, claimed: Claimed, spec: ts.TaskSpec) -> None:
+    def __init__(self, executor: Host, claimed: Claimed, spec: ts.TaskSpec) -> None:
         self.ex = executor
         self.rt = executor.runtime
         self.keys = self.rt.keys
@@ -88,17 +88,22 @@ class ActorRunner:
         self.terminating = False
         #: how the previous incarnation ended (from the record), and whether for memory
         self.last_exit: tuple[str, bool] = ("", False)
+        #: entries being run now (threaded and async actors): not re-read
+        self.running: set[bytes] = set()
+        #: a read failed: entries may have been delivered without reaching us
+        self.reread = False
 
     # -- life ------------------------------------------------------------------------
     def run(self) -> None:
         ex, rt, spec = self.ex, self.rt, self.spec
         units, gpus = parse_reservation(self.claimed.reservation)
         # memory= is held (and enforced) for the actor's whole life
-        ex._set_state(sl.ACTOR, spec.task_id, self.actor_id, memory_limit(units))
-        ex._apply_env(spec, gpus)  # for the actor's whole life
+        ex.set_state(sl.ACTOR, spec.task_id, self.actor_id, memory_limit(units))
+        apply_env(spec, gpus, ex.totals)  # for the actor's whole life
         rt.job_id = spec.job_id
         rt.namespace = self.extra.get("namespace", "")
-        rt.on_block = rt.on_unblock = None  # an actor keeps what it holds while blocked
+        assert rt.inbox is not None
+        rt.inbox.on_block = rt.inbox.on_unblock = None  # an actor keeps what it holds while blocked
         rt.current_actor = ActorContext(
             actor_id=self.actor_id,
             name=self.extra.get("name", ""),
@@ -115,8 +120,8 @@ class ActorRunner:
             function_name=spec.function_name,
         )
         try:
-            cls = ex._function(spec)
-            args, kwargs = ex._arguments(spec)
+            cls = ex.functions.load(spec)
+            args, kwargs = arguments(rt, spec)
             self.instance = cls(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the actor dies with this cause
             cause = RayTaskError(
@@ -127,7 +132,14 @@ class ActorRunner:
                 f"raised {type(exc).__name__}: {exc}\n{cause.traceback_str}",
                 cause=cause,
             )
-            finalize(rt, self.actor_id, err, node_id=ex.node_id, task_id=spec.task_id)
+            finalize(
+                rt.cluster,
+                self.actor_id,
+                err,
+                node_id=ex.node_id,
+                task_id=spec.task_id,
+                worker_id=ex.worker_id,
+            )
             return
         release = int(self.extra.get("release_cpu") or 0)
         keep = self.claimed.reservation
@@ -136,6 +148,8 @@ class ActorRunner:
             kept["CPU"] = kept.get("CPU", 0) - release
             shape = ",".join(f"{k}={v}" for k, v in sorted(kept.items()) if v > 0)
             keep = shape + ";" + self.claimed.reservation.partition(";")[2]
+        # the reservation record the actor keeps while it lives
+        keep = f"{ex.worker_id} {keep} 0"
         rt.current_actor.resources = {k: from_units(v) for k, v in kept.items() if v > 0}
         rt.current_actor.gpu_ids = list(gpus)
         alive = rt.scripts.actor_ready(
@@ -149,25 +163,23 @@ class ActorRunner:
         if not alive:
             return
         rt.current_task = None
-        self.control = rt.blocking_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self.control.subscribe(self.keys.actor_channel(self.actor_id))
-        # cancel() of a call sent before we listened: only in the cancelled set
-        early: Any = rt.client.smembers(self.keys.cancelled)
-        self.cancelled.update(m.decode(errors="replace") for m in early)
+        self.listen()
         try:
             self.recover()
             while True:
                 try:
                     self.serve_mailbox()
                     break
-                except redis.ConnectionError as exc:
+                except TRANSIENT as exc:
                     log.warning(
                         "actor %s: Redis unreachable (%s); reconnecting", self.actor_id, exc
                     )
-                    self.ex._wait_for_redis()
+                    self.reread = True
+                    self.ex.wait_for_redis()
+                    self.listen()
         except _Terminate:
             finalize(
-                rt,
+                rt.cluster,
                 self.actor_id,
                 ActorDiedError(
                     f"The actor {spec.function_name} ({self.actor_id}) exited: "
@@ -175,7 +187,27 @@ class ActorRunner:
                 ),
                 node_id=ex.node_id,
                 task_id=spec.task_id,
+                worker_id=ex.worker_id,
             )
+
+    def listen(self) -> None:
+        """(Re)subscribe to the actor's wake channel, then read its cancel set:
+        a cancel() made while we were not listening is only there."""
+        with self._poll_lock:
+            old, self.control = self.control, None
+            if old is not None:
+                try:
+                    old.close()
+                except Exception:  # noqa: BLE001 - it is being replaced
+                    pass
+            try:
+                control = self.rt.cluster.single.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                control.subscribe(self.keys.actor_channel(self.actor_id))
+                self.control = control
+            except TRANSIENT:
+                return  # the next reconnect tries again
+            early: Any = self.rt.client.smembers(self.keys.actor_cancelled(self.actor_id))
+            self.cancelled.update(m.decode(errors="replace") for m in early)
 
     # -- mailbox -----------------------------------------------------------------------
     def recover(self) -> None:
@@ -236,19 +268,48 @@ class ActorRunner:
         ]
         self._publish([Done(entry_id, spec, returns)])
 
-    def _read(
-        self, block: bool = True, own_pending: bool = False
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        reply: Any = self.rt.blocking_client.xreadgroup(
+    def _read_command(self) -> tuple[Any, ...]:
+        return (
+            "XREADGROUP",
+            "GROUP",
             MAILBOX_GROUP,
             self.consumer,
-            {self.mailbox: "0" if own_pending else ">"},
-            count=None if own_pending else READ_COUNT,
-            block=None if own_pending or not block else READ_BLOCK_MS,
+            "COUNT",
+            READ_COUNT,
+            "BLOCK",
+            READ_BLOCK_MS,
+            "STREAMS",
+            self.mailbox,
+            ">",
         )
-        if not reply:
-            return []
-        return list(reply[0][1])
+
+    def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The next entries: first those already delivered to this process
+        after a read failed (its reply may have carried them), then new ones.
+        A read is never re-sent blindly (it moves entries to our pending list)."""
+        if self.reread:
+            pending = self._read_pending()
+            self.reread = False
+            if pending:
+                return pending
+        try:
+            reply = blocking_call(
+                self.rt.cluster.single, READ_BLOCK_MS / 1000, *self._read_command()
+            )
+        except TRANSIENT:
+            self.reread = True
+            raise
+        return _entries(reply)
+
+    def _read_pending(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries delivered to this consumer and not yet published, in order,
+        less those running now (threaded and async actors)."""
+        pipe = Batch(self.rt.cluster.single)
+        pipe.command(
+            "XREADGROUP", "GROUP", MAILBOX_GROUP, self.consumer, "STREAMS", self.mailbox, "0"
+        )
+        entries = _entries(pipe.execute()[0])
+        return [(e, f) for e, f in entries if e not in self.running and f]
 
     def poll_cancels(self, timeout: float = 0) -> None:
         """Apply 'cancel <task id>' messages heard on the actor's channel.
@@ -336,12 +397,10 @@ class ActorRunner:
             try:
                 method = getattr(self.instance, method_name)
                 if spec.deps:
-                    rt._wait_ready(spec.deps, len(spec.deps), None)
-                args, kwargs = self.ex._arguments(spec)
+                    rt.wait_ready(spec.deps, len(spec.deps), None)
+                args, kwargs = arguments(rt, spec)
             except Exception as exc:  # noqa: BLE001
-                from .executor import _DependencyFailed
-
-                if isinstance(exc, _DependencyFailed):
+                if isinstance(exc, DependencyFailed):
                     return self._all(spec, KIND_ERROR, exc.frames)
                 raise
             result = method(*args, **kwargs)
@@ -396,9 +455,9 @@ class ActorRunner:
             job_id=spec.job_id,
             owner=spec.owner,
             node_id=None,
-            reservation="",
             returns=[ret],
             final=False,
+            retry=True,
         )
 
     def _split(self, spec: ts.TaskSpec, result: Any) -> list[Any]:
@@ -415,12 +474,7 @@ class ActorRunner:
         return values
 
     def _value_frames(self, spec: ts.TaskSpec, index: int, value: Any) -> tuple[bytes, list[Any]]:
-        try:
-            return KIND_VALUE, self.rt.serializer.dumps(value)
-        except Exception as exc:  # noqa: BLE001
-            msg = f"Could not serialize return value #{index} of {spec.function_name}: {exc!r}"
-            err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
-            return KIND_ERROR, self.rt.error_frames(err)
+        return value_frames(self.rt, spec, index, value)
 
     def _encode(self, spec: ts.TaskSpec, values: list[Any]) -> list[ReturnValue]:
         return self._returns(
@@ -436,26 +490,29 @@ class ActorRunner:
         ]
 
     def _queue_publish(self, pipe: Batch, done: list[Done]) -> bool:
-        """Add results and acknowledgements to ``pipe``; True if asked to terminate."""
+        """Add each call's publish to ``pipe``: one complete.lua call per entry
+        that publishes its results and acknowledges and deletes the entry in one
+        atomic step. True if asked to terminate."""
         terminate = False
-        entry_ids = []
         for item in done:
             terminate = terminate or item.terminate
-            entry_ids.append(item.entry_id)
             spec = item.spec
+            entry = item.entry_id.decode()
             if spec is not None:
                 self.rt.scripts.complete(
                     task_id=spec.task_id,
                     job_id=spec.job_id,
                     owner=spec.owner,
                     node_id=None,
-                    reservation="",
                     returns=item.returns,
+                    actor_id=self.actor_id,
+                    entry_id=entry,
                     pipe=pipe,
                 )
-        if entry_ids:
-            pipe.command("XACK", self.mailbox, MAILBOX_GROUP, *entry_ids)
-            pipe.command("XDEL", self.mailbox, *entry_ids)
+            else:
+                # unreadable: only acknowledged (it went to the dead letters)
+                pipe.command("XACK", self.mailbox, MAILBOX_GROUP, entry)
+                pipe.command("XDEL", self.mailbox, entry)
         return terminate
 
     def _publish(self, done: list[Done]) -> None:
@@ -469,16 +526,16 @@ class ActorRunner:
                 terminate = self._queue_publish(pipe, done)
                 pipe.execute()
                 break
-            except redis.ConnectionError:
-                self.ex._wait_for_redis()
+            except TRANSIENT:
+                self.ex.wait_for_redis()
+        for item in done:
+            self.running.discard(item.entry_id)
         if terminate:
             raise _Terminate
 
     def serve_mailbox(self) -> None:
-        # calls read before an outage but never answered come first
-        pending = self._read(own_pending=True)
-        if pending:
-            self._publish(self._execute_all(pending))
+        # calls delivered before an outage but never answered come first
+        self.reread = True
         if self.extra.get("is_async"):
             self.serve_async()
         elif (self.extra.get("max_concurrency") or 1) > 1:
@@ -497,27 +554,18 @@ class ActorRunner:
                 entries = self._read()
                 continue
             rt.settle()
-            pipe = Batch(rt.blocking_client)
+            pipe = Batch(rt.cluster.single)
             terminate = self._queue_publish(pipe, done)
             if terminate:
                 self._publish(done)
-            pipe.command(
-                "XREADGROUP",
-                "GROUP",
-                MAILBOX_GROUP,
-                self.consumer,
-                "COUNT",
-                READ_COUNT,
-                "BLOCK",
-                READ_BLOCK_MS,
-                "STREAMS",
-                self.mailbox,
-                ">",
-            )
+            pipe.command(*self._read_command())
             try:
-                reply = pipe.execute()[-1]
-            except redis.ConnectionError:
-                self._publish(done)  # retried until Redis is back
+                reply = pipe.execute(timeout=READ_BLOCK_MS / 1000 + BLOCK_MARGIN)[-1]
+            except TRANSIENT:
+                # the publish is idempotent: done again; the read may have
+                # delivered entries we never saw: they are read back first
+                self.reread = True
+                self._publish(done)
                 entries = self._read()
                 continue
             entries = _entries(reply)
@@ -539,6 +587,7 @@ class ActorRunner:
             while not self.ex.stopping and not stop.is_set():
                 for entry_id, fields in self._read():
                     slots.acquire()
+                    self.running.add(entry_id)
                     pool.submit(run_one, entry_id, fields)
         finally:
             pool.shutdown(wait=True)
@@ -558,6 +607,7 @@ class ActorRunner:
             async with gate:
                 item = await self._execute_async(entry_id, fields, io)
                 if item is None:
+                    self.running.discard(entry_id)
                     return
                 try:
                     await loop.run_in_executor(io, self._publish, [item])
@@ -571,6 +621,7 @@ class ActorRunner:
                 for entry_id, fields in entries:
                     await gate.acquire()
                     gate.release()
+                    self.running.add(entry_id)
                     task = loop.create_task(handle(entry_id, fields))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -608,12 +659,10 @@ class ActorRunner:
         try:
             method = getattr(self.instance, method_name)
             if spec.deps:
-                await loop.run_in_executor(io, self.rt._wait_ready, spec.deps, len(spec.deps), None)
-            args, kwargs = await loop.run_in_executor(io, self.ex._arguments, spec)
+                await loop.run_in_executor(io, self.rt.wait_ready, spec.deps, len(spec.deps), None)
+            args, kwargs = await loop.run_in_executor(io, arguments, self.rt, spec)
         except Exception as exc:  # noqa: BLE001
-            from .executor import _DependencyFailed
-
-            if isinstance(exc, _DependencyFailed):
+            if isinstance(exc, DependencyFailed):
                 return Done(entry_id, spec, self._all(spec, KIND_ERROR, exc.frames))
             return Done(entry_id, spec, self._failed(spec, exc))
         current = asyncio.current_task()
@@ -641,11 +690,13 @@ class ActorRunner:
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """Entries of a raw XREADGROUP reply (a Batch does not parse replies)."""
+    """Entries of a raw XREADGROUP reply (a Batch does not parse replies); an
+    entry deleted while pending has no fields."""
     if not reply:
         return []
     out = []
     for entry_id, flat in reply[0][1]:
+        flat = flat or []
         out.append((bytes(entry_id), {bytes(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}))
     return out
 

@@ -1,10 +1,13 @@
 """The executor: a pre-started process that claims ready tasks and runs them.
 
 An executor talks to Redis directly: one ``claim.lua`` call takes a task and
-reserves its node's slots; when the task is done one pipeline publishes the
-results (``complete.lua``) and claims the next task, so a busy executor pays a
-single round trip per task. An idle executor blocks on pub/sub until a queue
-it can serve stops being empty. Functions are cached by content hash.
+reserves its node's slots, recording the claim under the executor's name;
+when the task is done one pipeline publishes the results (``complete.lua``)
+and claims the next task, so a busy executor pays a single round trip per
+task. An idle executor blocks in BLPOP on the bells of the shapes its node
+can serve and on its node's wake list: each ready task rings one bell once,
+so one executor wakes per task, not all of them. Functions are cached by
+content hash.
 """
 
 from __future__ import annotations
@@ -13,40 +16,43 @@ import inspect
 import logging
 import os
 import signal
-import sys
 import time
-import traceback
 from typing import Any, NamedTuple
 
-import cloudpickle
 import redis
 
-from redray import dead_letters, ids
+from redray import dead_letters, ids, session
 from redray import task_spec as ts
+from redray.connections import TRANSIENT, blocking_call
 from redray.context import TaskContext
 from redray.exceptions import RaySystemError, RayTaskError, TaskCancelledError
 from redray.generator import DynamicObjectRefGenerator
 from redray.object_ref import ObjectRef
 from redray.resources import from_units, memory_limit, parse_reservation, parse_shape
 from redray.runtime import Runtime
-from redray.scripts import NO_OWNER, Claimed
-from redray.serialization import KIND_ERROR, KIND_VALUE, unpack
+from redray.scripts import NO_OWNER, Claimed, ReturnValue
+from redray.serialization import KIND_ERROR, KIND_VALUE
 from redray.settings import Settings
 
+from . import execution as ex
 from . import slots as sl
 
 log = logging.getLogger("redray.executor")
 
-#: An idle executor re-checks the queues this often even without a
-#: notification (a safety net: e.g. notifications published while the server
-#: was restarting are lost).
+#: An idle executor claims once per idle slice even without a token (a lost
+#: token costs latency, never a task), and re-reads the shapes.
 IDLE_WAIT = 5.0
 #: Pause after an unexpected error, so a persistent one does not spin.
 BACKOFF = 1.0
 #: Reference-table size above which an executor forgets dead references.
 PRUNE_AT = 10_000
-#: Functions kept unpickled per executor.
-FUNCTION_CACHE = 1024
+#: A busy executor re-reads the shapes this often (in its publish round trip).
+SHAPES_EVERY = 2.0
+#: Return values published per complete.lua call; more go in several calls.
+PUBLISH_CHUNK = 1000
+#: Seconds an executor that found nothing fitting a bell token's task stops
+#: listening to the bells (its node's wake list still wakes it).
+PARK = 0.5
 
 
 class Executor:
@@ -66,27 +72,30 @@ class Executor:
         self.slots = slots
         self.slot = slot
         self.runtime = Runtime(settings, job_id="", worker_id=worker_id, node_id=node_id)
-        self.runtime.on_block = self._on_block
-        self.runtime.on_unblock = self._on_unblock
+        assert self.runtime.inbox is not None
+        self.runtime.inbox.on_block = self._on_block
+        self.runtime.inbox.on_unblock = self._on_unblock
         self.keys = self.runtime.keys
         self.scripts = self.runtime.scripts
         self.client = self.runtime.client
-        self.functions: dict[str, Any] = {}
+        self.single = self.runtime.cluster.single
+        self.functions = ex.FunctionCache(self.runtime)
         self.shapes: list[str] = []
-        self._known_shapes: set[str] = set()
+        self._shapes_at = 0.0
         self.current: Claimed | None = None
         self.current_cpu = 0
         #: bytes the running task declared with memory= (0: no limit)
         self.current_memory = 0
         self.stopping = False
         self.idle = True
+        #: nothing fitted the last bell token: until then, listen to the
+        #: node's wake list only (a token nothing here can use must not spin)
+        self.parked_until = 0.0
         #: KeyboardInterrupt (cancel) may only be raised while this is set
         self.in_user_code = False
 
     # -- state ---------------------------------------------------------------------
-    def _set_state(
-        self, state: int, task_id: str = "", actor_id: str = "", memory: int = 0
-    ) -> None:
+    def set_state(self, state: int, task_id: str = "", actor_id: str = "", memory: int = 0) -> None:
         slots = self.slots
         if slots is not None:
             slots.set_task(self.slot, task_id)
@@ -99,147 +108,143 @@ class Executor:
                 slots.poke()
 
     def _on_block(self) -> None:
+        if self.current is None:
+            return
         if self.current_cpu:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.hincrby(self.keys.node_avail(self.node_id), "CPU", self.current_cpu)
-                pipe.publish(self.keys.node_channel(self.node_id), "cpu")
-                pipe.execute()
-        if self.current is not None:
-            self._set_state(sl.BLOCKED, self.current.task_id, memory=self.current_memory)
+            # recorded in the reservation record: a death while blocked
+            # releases only what the task still holds
+            self.scripts.block(self.node_id, self.current.task_id)
+        self.set_state(sl.BLOCKED, self.current.task_id, memory=self.current_memory)
 
     def _on_unblock(self) -> None:
-        # Taken back even if that over-commits for a moment, as Ray does: the
-        # unblocked task must not deadlock waiting for its own CPU.
+        if self.current is None:
+            return
         if self.current_cpu:
-            self.client.hincrby(self.keys.node_avail(self.node_id), "CPU", -self.current_cpu)
-        if self.current is not None:
-            self._set_state(sl.RUNNING, self.current.task_id, memory=self.current_memory)
+            self.scripts.unblock(self.node_id, self.current.task_id)
+        self.set_state(sl.RUNNING, self.current.task_id, memory=self.current_memory)
 
-    def refresh_shapes(self) -> None:
-        raw: Any = self.client.hkeys(self.keys.shapes)
+    def refresh_shapes(self, raw: Any = None) -> None:
+        if raw is None:
+            raw = self.client.hkeys(self.keys.shapes)
         shapes = []
         for s in raw:
-            shape = s.decode(errors="replace")
-            self._known_shapes.add(shape)
+            shape = s.decode(errors="replace") if isinstance(s, bytes) else str(s)
             try:
                 need = parse_shape(shape)
             except ValueError:
                 continue  # not a shape redray wrote: no task can be queued under it
             if all(self.totals.get(k, 0) >= v for k, v in need.items()):
                 shapes.append(shape)
-        self.shapes = shapes
+        self.shapes = sorted(shapes)
+        self._shapes_at = time.monotonic()
 
     # -- main loop -------------------------------------------------------------------
-    def _subscribe(self) -> Any:
-        pubsub = self.runtime.blocking_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        pubsub.subscribe(self.keys.ready_channel, self.keys.node_channel(self.node_id))
-        return pubsub
-
     def run(self) -> None:
         """Claim and run tasks until stopped; ride out Redis outages."""
-        claimed: Claimed | None = None
-        pubsub: Any = None
         try:
             while not self.stopping:
                 try:
-                    if pubsub is None:
-                        pubsub = self._subscribe()
-                        self.refresh_shapes()
-                        # a claim whose reply was lost in an outage is still ours
-                        claimed = self.adopt()
-                    self.serve(pubsub, claimed)
+                    self.refresh_shapes()
+                    # a claim whose reply was lost in an outage is still ours:
+                    # claim.lua gives it again
+                    self.serve(self._claim())
                     return
-                except redis.ConnectionError as exc:
-                    claimed = None
+                except TRANSIENT as exc:
                     log.warning(
                         "executor %s: Redis unreachable (%s); reconnecting", self.worker_id, exc
                     )
-                    _close(pubsub)
-                    pubsub = None
-                    self._wait_for_redis()
+                    self.wait_for_redis()
         finally:
             self.idle = True
-            _close(pubsub)
 
-    def _wait_for_redis(self) -> None:
+    def wait_for_redis(self) -> None:
         delay = 0.1
         while not self.stopping:
             try:
                 self.client.ping()
                 return
-            except redis.ConnectionError:
+            except TRANSIENT:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def adopt(self) -> Claimed | None:
-        """A task claim.lua gave this executor whose reply never arrived."""
-        running: Any = self.client.hgetall(self.keys.node_running(self.node_id))
-        if not running:
-            return None
-        tids = list(running)
-        states: Any = self.client.hmget(self.keys.task_state, tids)
-        mine = f"R{self.node_id} {self.worker_id}".encode()
-        for tid, state in zip(tids, states):
-            if state == mine:
-                spec: Any = self.client.hget(self.keys.task_spec, tid)
-                log.warning(
-                    "executor %s: resuming task %s claimed before an outage", self.worker_id, tid
-                )
-                return Claimed(tid.decode(), spec or b"", running[tid].decode())
-        return None
-
-    def serve(self, pubsub: Any, claimed: Claimed | None) -> None:
-        just_claimed = False
+    def serve(self, claimed: Claimed | None) -> None:
         while not self.stopping:
             if claimed is None:
-                self.idle = True
-                self._set_state(sl.IDLE)
-                # drain notifications that piled up while busy
-                stale = drained = False
-                while True:
-                    msg = pubsub.get_message(timeout=0)
-                    if msg is None:
-                        break
-                    drained = True
-                    stale = stale or self._note(msg)
-                if stale:
-                    self.refresh_shapes()
-                # the pipeline that published the last result already tried
-                # to claim; only a notification since then is worth a retry
-                if not just_claimed or stale or drained:
-                    try:
-                        claimed = self._claim()
-                    except redis.ConnectionError:
-                        raise
-                    except Exception:  # noqa: BLE001 - e.g. a foreign value at a redray key
-                        log.exception("executor %s: claim failed", self.worker_id)
-                        time.sleep(BACKOFF)
-                        continue
-                just_claimed = False
-                if claimed is None:
-                    msg = pubsub.get_message(timeout=IDLE_WAIT)
-                    if msg is None or self._note(msg):
-                        self.refresh_shapes()
-                    continue
+                try:
+                    claimed = self._wait_for_work()
+                except TRANSIENT:
+                    raise
+                except Exception:  # noqa: BLE001 - e.g. a foreign value at a redray key
+                    log.exception("executor %s: claim failed", self.worker_id)
+                    time.sleep(BACKOFF)
+                continue
             self.idle = False
             task = claimed
             try:
                 claimed = self.run_one(task)
-            except redis.ConnectionError:
+            except TRANSIENT:
                 raise
             except Exception as exc:  # noqa: BLE001 - bad data must not kill the executor
                 log.exception("executor %s: unexpected error; carrying on", self.worker_id)
                 if self.stopping:
                     return  # an actor's process: its node restarts or ends the actor
                 claimed = self._abandon(task, exc)
-            just_claimed = True
 
-    def _note(self, msg: dict[str, Any]) -> bool:
-        """True when a notification names a shape we have not seen."""
-        data = msg.get("data")
-        if isinstance(data, bytes) and msg.get("channel", b"").endswith(b"ready"):
-            return data.decode(errors="replace") not in self._known_shapes
-        return False
+    def _wait_for_work(self) -> Claimed | None:
+        """Block until a bell token or a node wake-up arrives (or an idle
+        slice passes), then claim once."""
+        self.idle = True
+        self.set_state(sl.IDLE)
+        wake = self.keys.node_wake(self.node_id)
+        parked = time.monotonic() < self.parked_until
+        listen_bells = not parked and self._taking_work()
+        keys = [wake, *([self.keys.bell(s) for s in self.shapes] if listen_bells else [])]
+        block = max(self.parked_until - time.monotonic(), 0.01) if parked else IDLE_WAIT
+        reply = blocking_call(self.single, block, "BLPOP", *keys, block)
+        held = 0
+        if reply is None:
+            if parked:
+                return None
+            # the idle slice passed: re-read the shapes, and claim only if
+            # something is queued (a token may have been lost)
+            pipe = self.scripts.batch()
+            pipe.command("HKEYS", self.keys.shapes)
+            pipe.command("ZCARD", self.keys.ready)
+            shapes, queued = pipe.execute()
+            self.refresh_shapes(shapes)
+            if not queued:
+                return None
+        else:
+            key = bytes(reply[0]).decode()
+            if key == wake:
+                self.parked_until = 0.0
+                if reply[1] == b"s":
+                    known = self.shapes
+                    self.refresh_shapes()
+                    if self.shapes != known:
+                        # a new shape reaches one executor per node: pass it
+                        # on until one that already knew it takes the token
+                        self._wake_node("s")
+            else:
+                bells = [self.keys.bell(s) for s in self.shapes]
+                held = bells.index(key) + 1 if key in bells else 0
+        if not self._taking_work():
+            return None
+        claimed = self.scripts.parse_claim(
+            self.scripts.claim(self.node_id, self.worker_id, self.shapes, held=held)
+        )
+        if claimed is None and held:
+            # nothing fits this node now (the token went back for other
+            # nodes): for a moment, wait for this node to free something
+            self.parked_until = time.monotonic() + PARK
+        return claimed
+
+    def _wake_node(self, token: str) -> None:
+        key = self.keys.node_wake(self.node_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, token)
+            pipe.ltrim(key, -16, -1)
+            pipe.execute()
 
     def _taking_work(self) -> bool:
         # the node stops taking work while its machine is short of memory
@@ -248,8 +253,9 @@ class Executor:
     def _claim(self) -> Claimed | None:
         if not self._taking_work():
             return None
-        reply = self.scripts.claim(self.node_id, self.worker_id, self.shapes)
-        return self.scripts.parse_claim(reply)
+        return self.scripts.parse_claim(
+            self.scripts.claim(self.node_id, self.worker_id, self.shapes)
+        )
 
     # -- one task ------------------------------------------------------------------------
     def run_one(self, claimed: Claimed) -> Claimed | None:
@@ -258,7 +264,7 @@ class Executor:
         units, gpus = parse_reservation(claimed.reservation)
         self.current_cpu = units.get("CPU", 0)
         self.current_memory = memory_limit(units)
-        self._set_state(sl.RUNNING, claimed.task_id, memory=self.current_memory)
+        self.set_state(sl.RUNNING, claimed.task_id, memory=self.current_memory)
         # a cancel() that arrived between the claim and now
         self.runtime.cancel_requested = self.cancel_requested_here()
         try:
@@ -297,7 +303,13 @@ class Executor:
         outcome = self.execute(spec, gpus)
         if isinstance(outcome, _Retry):
             # re-queued while the budget lasts; after it, the last error stands
-            if self.scripts.requeue(self.node_id, spec.task_id, spec.max_retries) != 0:
+            shape = claimed.reservation.partition(";")[0]
+            if (
+                self.scripts.requeue(
+                    self.node_id, spec.task_id, self.worker_id, spec.max_retries, shape
+                )
+                != 0
+            ):
                 self.current = None
                 return self._claim_next()
             outcome = outcome.results
@@ -307,45 +319,88 @@ class Executor:
         ]
         return self._finish(claimed, spec, returns)
 
+    def _publish_args(self, claimed: Claimed, spec: ts.TaskSpec | None) -> dict[str, Any]:
+        return {
+            "task_id": claimed.task_id,
+            "job_id": spec.job_id if spec else "",
+            "owner": spec.owner if spec else NO_OWNER,
+            "node_id": self.node_id,
+            "worker_id": self.worker_id,
+            "bells": self.shapes,
+        }
+
     def _finish(
-        self, claimed: Claimed, spec: ts.TaskSpec | None, returns: list[Any]
+        self, claimed: Claimed, spec: ts.TaskSpec | None, returns: list[ReturnValue]
     ) -> Claimed | None:
         runtime = self.runtime
         try:
             runtime.settle()
         except Exception:  # noqa: BLE001 - the results still go out
             log.exception("could not flush nested submissions of %s", claimed.task_id)
+        args = self._publish_args(claimed, spec)
+        # many return values: all but the last part published first, the task kept
+        while len(returns) > PUBLISH_CHUNK:
+            part, returns = returns[:PUBLISH_CHUNK], returns[PUBLISH_CHUNK:]
+            self._ring(self._publish_until_done(args, part, final=False)[1])
+        # publish and claim the next task in one script call (claim_lib.lua)
+        taking = not self.stopping and self._taking_work()
         pipe = self.scripts.batch()
-        self.scripts.complete(
-            task_id=claimed.task_id,
-            job_id=spec.job_id if spec else "",
-            owner=spec.owner if spec else NO_OWNER,
-            node_id=self.node_id,
-            reservation=claimed.reservation,
-            returns=returns,
-            pipe=pipe,
-        )
-        if not self.stopping and self._taking_work():
-            self.scripts.claim(self.node_id, self.worker_id, self.shapes, pipe=pipe)
-        adopted: Claimed | None = None
+        self.scripts.complete(**args, returns=returns, claim_next=taking, pipe=pipe)
+        refresh = time.monotonic() - self._shapes_at >= SHAPES_EVERY
+        if refresh:
+            pipe.command("HKEYS", self.keys.shapes)
         try:
             replies = pipe.execute()
-        except redis.ConnectionError:
+            _stored, next_claim, missed = self.scripts.parse_complete(replies[0])
+            if refresh:
+                self.refresh_shapes(replies[-1])
+        except TRANSIENT:
             # publishing is idempotent (first write wins, the reservation is
-            # released once): retry it alone until Redis is back; the claim
-            # may have run without its reply reaching us: adopt what it took
-            self._publish_until_done(claimed, spec, returns)
-            replies = []
-            adopted = self.adopt()
+            # released once) and so is its claim (asked again, it returns
+            # what the first run took): send it again until Redis is back
+            next_claim, missed = self._publish_until_done(
+                args, returns, final=True, claim_next=taking
+            )
+        self._ring(missed)
         self.current = None
         self.current_cpu = self.current_memory = 0
         runtime.current_task = None
         if runtime.refs.size() > PRUNE_AT:
             runtime.refs.prune()
-        self._set_state(sl.IDLE)
-        if len(replies) > 1:
-            return self.scripts.parse_claim(replies[1])
-        return adopted
+        if next_claim is None:
+            self.set_state(sl.IDLE)
+        return next_claim
+
+    def _ring(self, shapes: list[str]) -> None:
+        """Dependants became ready under shapes this executor did not pass the
+        bells of (it had not learned them): ring those bells, learn them."""
+        if not shapes:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for shape in shapes:
+                pipe.rpush(self.keys.bell(shape), "1")
+            pipe.execute()
+        self.refresh_shapes()
+
+    def _publish_until_done(
+        self,
+        args: dict[str, Any],
+        returns: list[ReturnValue],
+        *,
+        final: bool,
+        claim_next: bool = False,
+    ) -> tuple[Claimed | None, list[str]]:
+        while True:
+            try:
+                reply = self.scripts.complete(
+                    **args, returns=returns, final=final, claim_next=claim_next, retry=True
+                )
+                _stored, claimed, missed = self.scripts.parse_complete(reply)
+                return claimed, missed
+            except TRANSIENT:
+                if self.stopping and self.runtime.current_actor is None:
+                    raise
+                self.wait_for_redis()
 
     def _abandon(self, claimed: Claimed, exc: BaseException) -> Claimed | None:
         """``run_one`` failed outside the task's own code: fail the task for its
@@ -358,24 +413,23 @@ class Executor:
             claimed.spec,
             task=claimed.task_id,
         )
-        try:
-            spec = ts.decode(claimed.spec)
-            return self._finish(claimed, spec, self._system_error(spec, exc))
-        except redis.ConnectionError:
-            raise
-        except Exception:  # noqa: BLE001 - then at least give the slots back
-            log.exception("executor %s: could not fail task %s", self.worker_id, claimed.task_id)
-        try:
-            return self._finish(claimed, None, [])
-        except redis.ConnectionError:
-            raise
-        except Exception:  # noqa: BLE001 - the release itself fails: carry on
-            log.exception("executor %s: could not end task %s", self.worker_id, claimed.task_id)
+        for attempt in ("fail", "release"):
+            try:
+                if attempt == "fail":
+                    spec = ts.decode(claimed.spec)
+                    return self._finish(claimed, spec, self._system_error(spec, exc))
+                return self._finish(claimed, None, [])
+            except TRANSIENT:
+                raise
+            except Exception:  # noqa: BLE001 - then at least give the slots back
+                log.exception(
+                    "executor %s: could not %s task %s", self.worker_id, attempt, claimed.task_id
+                )
         self.current = None
         time.sleep(BACKOFF)
         return self._claim_next()
 
-    def _system_error(self, spec: ts.TaskSpec, exc: BaseException) -> list[Any]:
+    def _system_error(self, spec: ts.TaskSpec, exc: BaseException) -> list[ReturnValue]:
         err = RaySystemError(
             f"The worker could not run {spec.function_name} ({spec.task_id}): {exc!r}"
         )
@@ -387,28 +441,9 @@ class Executor:
             for i in ts.result_indexes(spec)
         ]
 
-    def _publish_until_done(
-        self, claimed: Claimed, spec: ts.TaskSpec | None, returns: list[Any]
-    ) -> None:
-        while True:
-            self._wait_for_redis()
-            try:
-                self.scripts.complete(
-                    task_id=claimed.task_id,
-                    job_id=spec.job_id if spec else "",
-                    owner=spec.owner if spec else NO_OWNER,
-                    node_id=self.node_id,
-                    reservation=claimed.reservation,
-                    returns=returns,
-                )
-                return
-            except redis.ConnectionError:
-                if self.stopping:
-                    raise
-
     def _claim_next(self) -> Claimed | None:
         self.current_cpu = self.current_memory = 0
-        self._set_state(sl.IDLE)
+        self.set_state(sl.IDLE)
         self.runtime.current_task = None
         return None if self.stopping else self._claim()
 
@@ -425,14 +460,14 @@ class Executor:
             return [(i, KIND_ERROR, kind_frames) for i in indexes]
 
         try:
-            fn = self._function(spec)
-            args, kwargs = self._arguments(spec)
-        except _DependencyFailed as failed:
+            fn = self.functions.load(spec)
+            args, kwargs = ex.arguments(runtime, spec)
+        except ex.DependencyFailed as failed:
             return fail(failed.frames)
         except Exception as exc:  # noqa: BLE001 - reported on the caller's ObjectRef
-            err = RayTaskError(spec.function_name, traceback.format_exc(), exc, pid=os.getpid())
+            err = RayTaskError(spec.function_name, ex.user_traceback(), exc, pid=os.getpid())
             return fail(runtime.error_frames(err))
-        saved_env = self._apply_env(spec, gpus)
+        saved_env = ex.apply_env(spec, gpus, self.totals)
         runtime.children = []
         streamed = 0
         try:
@@ -451,19 +486,19 @@ class Executor:
         except KeyboardInterrupt:
             self._cancel_children()
             return fail(runtime.error_frames(TaskCancelledError(spec.task_id)))
-        except _StreamFailed as stream_error:
+        except ex.StreamFailed as stream_error:
             # the values before the error were published; the error is the next item
             return self._stream_end(spec, stream_error.count, stream_error.error)
         except Exception as exc:  # noqa: BLE001 - becomes the task's error
             if runtime.cancel_requested:
                 self._cancel_children()
                 return fail(runtime.error_frames(TaskCancelledError(spec.task_id)))
-            err = RayTaskError(spec.function_name, _user_traceback(), exc, pid=os.getpid())
+            err = ex.task_error(spec, exc)
             if self._should_retry(spec, exc):
                 return _Retry(fail(runtime.error_frames(err)))
             return fail(runtime.error_frames(err))
         finally:
-            self._restore_env(saved_env)
+            ex.restore_env(saved_env)
         if spec.num_returns == "streaming":
             return self._stream_end(spec, streamed, None)
         if spec.num_returns == "dynamic":
@@ -490,21 +525,9 @@ class Executor:
         return self._values(spec, indexes, values)
 
     def _values(self, spec: ts.TaskSpec, indexes: list[int], values: list[Any]) -> list[Any]:
-        out = []
-        for i, value in zip(indexes, values):
-            out.append((i, *self._frames(spec, i, value)))
-        return out
-
-    def _frames(self, spec: ts.TaskSpec, index: int, value: Any) -> tuple[bytes, list[Any]]:
-        try:
-            return KIND_VALUE, self.runtime.serializer.dumps(value)
-        except Exception as exc:  # noqa: BLE001
-            msg = (
-                f"Could not serialize return value #{index} ({type(value).__name__}) of "
-                f"{spec.function_name}: {exc!r}"
-            )
-            err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
-            return KIND_ERROR, self.runtime.error_frames(err)
+        return [
+            (i, *ex.value_frames(self.runtime, spec, i, value)) for i, value in zip(indexes, values)
+        ]
 
     def _drain(self, spec: ts.TaskSpec, gen: Any) -> list[int]:
         """Publish a generator's values one by one, as they are produced."""
@@ -523,10 +546,9 @@ class Executor:
             except Exception as exc:  # noqa: BLE001 - delivered in order, after the values
                 if spec.num_returns == "dynamic":
                     raise
-                err = RayTaskError(spec.function_name, _user_traceback(), exc, pid=os.getpid())
-                raise _StreamFailed(len(published), err) from None
+                raise ex.StreamFailed(len(published), ex.task_error(spec, exc)) from None
             index = first + len(published)
-            self.publish_item(spec, index, *self._frames(spec, index, value))
+            self.publish_item(spec, index, *ex.value_frames(self.runtime, spec, index, value))
             published.append(index)
 
     def publish_item(self, spec: ts.TaskSpec, index: int, kind: bytes, frames: list[Any]) -> None:
@@ -538,9 +560,9 @@ class Executor:
             job_id=spec.job_id,
             owner=spec.owner,
             node_id=self.node_id,
-            reservation="",
             returns=[ret],
             final=False,
+            retry=True,
         )
 
     def _stream_end(self, spec: ts.TaskSpec, count: int, error: RayTaskError | None) -> list[Any]:
@@ -576,63 +598,6 @@ class Executor:
             return True
         return isinstance(exc, tuple(retry))
 
-    def _function(self, spec: ts.TaskSpec) -> Any:
-        fn = self.functions.get(spec.function_digest)
-        if fn is None:
-            blob = self.client.get(spec.function_key)
-            if blob is None:
-                raise RaySystemError(
-                    f"The code of {spec.function_name} is gone from Redis (its job ended?)."
-                )
-            try:
-                fn = cloudpickle.loads(blob)
-            except Exception as exc:
-                raise RaySystemError(
-                    f"Could not load the function {spec.function_name} on this worker: {exc!r}. "
-                    "Is its module importable here (same code and PYTHONPATH as the driver)?"
-                ) from exc
-            if len(self.functions) >= FUNCTION_CACHE:
-                self.functions.pop(next(iter(self.functions)))
-            self.functions[spec.function_digest] = fn
-        return fn
-
-    def _arguments(self, spec: ts.TaskSpec) -> tuple[list[Any], dict[str, Any]]:
-        runtime = self.runtime
-        values: list[Any] = []
-        if spec.deps:
-            records = runtime._fetch(spec.deps)
-            for oid in spec.deps:
-                kind, frames = records[oid]
-                if kind == KIND_ERROR:
-                    raise _DependencyFailed(frames)
-                values.append(runtime.serializer.loads(frames))
-        args, kwargs = runtime.serializer.loads(unpack(spec.args))
-        if values:
-            args = [values[a.index] if isinstance(a, ts.DepArg) else a for a in args]
-            kwargs = {
-                k: values[v.index] if isinstance(v, ts.DepArg) else v for k, v in kwargs.items()
-            }
-        return args, kwargs
-
-    def _apply_env(self, spec: ts.TaskSpec, gpus: dict[str, int]) -> dict[str, str | None]:
-        changes: dict[str, str] = {}
-        if gpus or "GPU" in self.totals:
-            changes["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-        extra = spec.extra or {}
-        env = (extra.get("runtime_env") or {}).get("env_vars") or {}
-        changes.update({str(k): str(v) for k, v in env.items()})
-        saved = {k: os.environ.get(k) for k in changes}
-        os.environ.update(changes)
-        return saved
-
-    @staticmethod
-    def _restore_env(saved: dict[str, str | None]) -> None:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
 
 class _Retry(NamedTuple):
     """An application error that retry_exceptions allows to retry; ``results``
@@ -641,40 +606,11 @@ class _Retry(NamedTuple):
     results: list[Any]
 
 
-class _StreamFailed(Exception):
-    def __init__(self, count: int, error: RayTaskError) -> None:
-        self.count = count
-        self.error = error
-
-
-class _DependencyFailed(Exception):
-    def __init__(self, frames: list[Any]) -> None:
-        self.frames = frames
-
-
-def _close(pubsub: Any) -> None:
-    if pubsub is not None:
-        try:
-            pubsub.close()
-        except Exception:  # noqa: BLE001 - it is being thrown away
-            pass
-
-
 def _count(value: Any) -> str:
     try:
         return str(len(value))
     except TypeError:
         return f"a single {type(value).__name__}"
-
-
-def _user_traceback() -> str:
-    """The traceback without redray's own frames at its top."""
-    etype, value, tb = sys.exc_info()
-    frames = list(traceback.extract_tb(tb))
-    frames = [f for f in frames if "workers/executor.py" not in f.filename.replace(os.sep, "/")]
-    text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
-    text += "".join(traceback.format_exception_only(etype, value))
-    return text
 
 
 def executor_main(
@@ -706,10 +642,8 @@ def executor_main(
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_interrupt)
     try:
-        from redray import api
-
         executor = Executor(settings, node_id, worker_id, totals, slots, slot)
-        api.set_runtime(executor.runtime)
+        session.set_runtime(executor.runtime)
         executor.run()
     except redis.ConnectionError as exc:
         log.error("executor %s lost its Redis connection: %s", worker_id, exc)

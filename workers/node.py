@@ -1,10 +1,16 @@
 """The node agent: advertises a machine's resources and keeps its executors.
 
-It registers the node (totals, free resources, GPU ids) in Redis, heartbeats,
-forks a pool of executors, starts another when every executor is busy and the
-node still has room (a task blocked in ``get`` gave its CPU back), replaces an
-executor that crashed (re-queueing its task within its retry budget), and on
-stop removes everything it registered.
+It registers the node (totals, free resources, GPU ids) in Redis, forks a
+pool of executors, starts another when every executor is busy and the node
+still has room (a task blocked in ``get`` gave its CPU back), replaces an
+executor that crashed (re-queueing the task its claim record names, within
+its retry budget), and on stop removes everything it registered.
+
+Three threads do what must not wait behind the rest: ``redray-heartbeat``
+(one beat a second, on its own connection, timed by the server's clock),
+``redray-control`` (kill and cancel requests from the node's control stream)
+and ``redray-reaper`` (cleaning up after dead drivers and dead nodes, in
+bounded batches under fenced locks).
 
 Run it with ``redray worker --address redis://...`` or, for the embedded
 cluster, ``python -m redray.workers.node '<json config>'``.
@@ -19,16 +25,18 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import redis
 
-from redray import ids
+from redray import ids, jobs, recovery
+from redray.cluster import Cluster
+from redray.connections import TRANSIENT, blocking_call
 from redray.constants import Keys
 from redray.resources import node_totals
-from redray.runtime import Runtime
 from redray.settings import Settings
 
 from . import slots as sl
@@ -40,6 +48,10 @@ log = logging.getLogger("redray.node")
 HEARTBEAT_INTERVAL = 1.0
 #: Actor processes one node may host.
 MAX_ACTORS = 1000
+#: Seconds the node's `up` list lives (read by whoever started the node).
+UP_TTL = 120
+#: How long the control thread blocks per read.
+CONTROL_BLOCK = 2.0
 
 
 @dataclass
@@ -53,10 +65,12 @@ class NodeConfig:
     max_executors: int | None = None
     #: idle seconds before an executor above the minimum is stopped
     idle_timeout: float = 30.0
-    #: seconds without a driver heartbeat after which its job is cleaned up
-    job_timeout: float = 10.0
+    #: seconds without a beat after which a job whose driver ran on this host
+    #: and whose process is gone is cleaned up (a silent driver elsewhere, or a
+    #: paused one, keeps its job for its own grace: jobs.py)
+    job_timeout: float = jobs.DEAD_DRIVER_TIMEOUT
     #: seconds without a node heartbeat after which its work is taken over
-    node_timeout: float = 10.0
+    node_timeout: float = recovery.NODE_TIMEOUT
     #: embedded mode: the driver that started this node, and its private server;
     #: if the driver dies without shutdown(), the node stops both
     owner_pid: int | None = None
@@ -95,10 +109,16 @@ class NodeAgent:
         self.orphans: list[Exited] = []
         self.memory = MemoryMonitor(self.slots, floor_bytes(config.min_free_memory))
         self.idle_since: dict[int, float] = {}
-        self.client = self.settings.client()
+        self.cluster = Cluster.connect(self.settings)
+        self.client = self.cluster.client
         self.stopping = False
-        self._runtime: Runtime | None = None
-        self._owner_started = _create_time(config.owner_pid)
+        #: the heartbeat found this node declared dead: the main loop re-registers
+        self.declared_dead = threading.Event()
+        #: set at shutdown: the threads stop waiting
+        self._halt = threading.Event()
+        self._pids_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._owner_started = jobs.process_started(config.owner_pid)
         self.agent_pid = os.getpid()
 
     # -- registration ------------------------------------------------------------------
@@ -118,26 +138,29 @@ class NodeAgent:
             "started": time.time(),
         }
 
+    def _node_keys(self) -> list[str]:
+        k = self.keys
+        nid = self.node_id
+        return [
+            k.node_avail(nid),
+            k.node_gpus(nid),
+            k.node_running(nid),
+            k.node_wake(nid),
+            k.node_control(nid),
+        ]
+
     def register(self) -> None:
+        """(Re)register with the totals free; idempotent."""
         k = self.keys
         nid = self.node_id
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(k.node_avail(nid), k.node_gpus(nid), k.node_running(nid))
+            pipe.delete(*self._node_keys())
             pipe.hset(k.node_avail(nid), mapping=dict(self.totals))  # type: ignore[arg-type]
             if self.gpu_ids:
                 pipe.hset(k.node_gpus(nid), mapping={g: 10_000 for g in self.gpu_ids})
             pipe.hset(k.nodes, nid, json.dumps(self.info()))
-            pipe.zadd(k.heartbeats, {nid: time.time()})
             pipe.execute()
-
-    def deregister(self) -> None:
-        k = self.keys
-        nid = self.node_id
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(k.nodes, nid)
-            pipe.zrem(k.heartbeats, nid)
-            pipe.delete(k.node_avail(nid), k.node_gpus(nid), k.node_running(nid), k.node_ready(nid))
-            pipe.execute()
+        self.cluster.scripts.heartbeat(k.nodes, k.heartbeats, nid, retry=True)
 
     # -- executors -----------------------------------------------------------------------
     def spawn(self) -> int | None:
@@ -145,6 +168,8 @@ class NodeAgent:
         if slot is None:
             return None
         worker_id = ids.random_id(10)
+        # listed before it exists: whoever recovers this node deletes its keys
+        self.client.sadd(self.keys.node_workers(self.node_id), worker_id)
         self.slots.set_state(slot, sl.STARTING)
         self.slots.set_task(slot, "")
         sys.stdout.flush()
@@ -163,15 +188,9 @@ class NodeAgent:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
-        self.pids[pid] = (slot, worker_id)
+        with self._pids_lock:
+            self.pids[pid] = (slot, worker_id)
         return pid
-
-    def runtime(self) -> Runtime:
-        if self._runtime is None:
-            self._runtime = Runtime(
-                self.settings, job_id="", worker_id="node-" + self.node_id, node_id=self.node_id
-            )
-        return self._runtime
 
     def reap(self) -> None:
         while self.pids:
@@ -181,7 +200,8 @@ class NodeAgent:
                 break
             if pid == 0:
                 break
-            entry = self.pids.pop(pid, None)
+            with self._pids_lock:
+                entry = self.pids.pop(pid, None)
             if entry is None:
                 continue
             slot, worker_id = entry
@@ -200,24 +220,32 @@ class NodeAgent:
         self.recover_orphans()
 
     def recover_orphans(self) -> None:
-        """Re-queue (or restart) what exited executors held; retried until Redis answers."""
+        """Re-queue (or restart) what exited executors held; retried until Redis
+        answers. The claim record, written by claim.lua in the same step that
+        took the task, names what an executor held even if it died before
+        noting it in its slot."""
         from redray.actor_lifecycle import process_exited
-        from redray.recovery import recover_task
 
         while self.orphans:
             gone = self.orphans[0]
             how = _describe_exit(gone.status, gone.memory)
             try:
-                self.client.delete(self.keys.inbox(gone.worker_id))
                 if gone.state == sl.ACTOR and gone.actor_id:
                     process_exited(
-                        self.runtime(), self.node_id, gone.actor_id, how, gone.task_id, gone.memory
+                        self.cluster,
+                        self.node_id,
+                        gone.actor_id,
+                        how,
+                        gone.task_id,
+                        gone.memory,
+                        worker_id=gone.worker_id,
                     )
-                elif gone.state in (sl.RUNNING, sl.BLOCKED) and gone.task_id:
-                    recover_task(
-                        self.runtime(), self.node_id, gone.task_id, how, memory=gone.memory
+                    recovery.forget_executor(self.cluster, self.node_id, gone.worker_id)
+                else:
+                    recovery.recover_executor(
+                        self.cluster, self.node_id, gone.worker_id, how, memory=gone.memory
                     )
-            except redis.ConnectionError:
+            except TRANSIENT:
                 raise
             except Exception:  # noqa: BLE001 - bad data in Redis must not stop the node
                 log.exception("node %s: could not recover %s", self.node_id, gone)
@@ -253,34 +281,42 @@ class NodeAgent:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda signum, frame: self.slots.poke())
         self.register()
-        control = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        control.subscribe(self.keys.control_channel(self.node_id))
         for _ in range(self.min_executors):
             self.spawn()
-        self.client.rpush(self.keys.node_ready(self.node_id), "1")
-        last_beat = 0.0
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.rpush(self.keys.node_ready(self.node_id), "1")
+            pipe.expire(self.keys.node_ready(self.node_id), UP_TTL)
+            pipe.execute()
+        for target, name in (
+            (self._heartbeat_loop, "redray-heartbeat"),
+            (self._control_loop, "redray-control"),
+            (self._reaper_loop, "redray-reaper"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         orphaned = False
+        last_check = 0.0
         try:
             while not self.stopping:
                 try:
                     now = time.monotonic()
-                    if now - last_beat >= HEARTBEAT_INTERVAL:
+                    if now - last_check >= HEARTBEAT_INTERVAL:
+                        last_check = now
                         # checked before touching Redis: the driver may have
                         # taken its private server down with it
                         if self.owner_died():
                             orphaned = True
                             break
-                        self.client.zadd(self.keys.heartbeats, {self.node_id: time.time()})
-                        last_beat = now
                         if self.memory.check_machine() and not self.slots.paused():
                             # wake the executors that stopped claiming
-                            self.client.publish(self.keys.node_channel(self.node_id), "memory")
-                        self.reap_dead_jobs()
-                        self.reap_dead_nodes()
-                    self.memory.check_executors(self.pids)
+                            self._wake_executors("m")
+                    if self.declared_dead.is_set():
+                        self.start_afresh()
+                    self.memory.check_executors(self._pid_table())
                     self.reap()
                     self.scale()
-                except redis.ConnectionError as exc:
+                except TRANSIENT as exc:
                     if self.owner_died():
                         orphaned = True
                         break
@@ -289,60 +325,181 @@ class NodeAgent:
                 except Exception:  # noqa: BLE001 - e.g. foreign data at a redray key
                     log.exception("node %s: unexpected error; carrying on", self.node_id)
                 # sleep until an executor pokes (busy/blocked), a child exits
-                # (SIGCHLD pokes too), a control message arrives or the next
-                # heartbeat is due
-                watched = [self.slots.wake_r]
-                sock = getattr(control.connection, "_sock", None)
-                if sock is not None:
-                    watched.append(sock.fileno())
-                limited = self.memory.any_limited(self.pids)
-                select.select(watched, [], [], CHECK_INTERVAL if limited else HEARTBEAT_INTERVAL)
+                # (SIGCHLD pokes too) or the next check is due
+                limited = self.memory.any_limited(self._pid_table())
+                select.select(
+                    [self.slots.wake_r], [], [], CHECK_INTERVAL if limited else HEARTBEAT_INTERVAL
+                )
                 self.slots.drain()
-                self.handle_control(control)
         finally:
             self.shutdown()
             if orphaned:
                 self.stop_owned_server()
 
-    def handle_control(self, control: Any) -> None:
-        """Apply 'kill <worker>' (``redray.kill`` of an actor here) and
-        'cancel <worker> <task id> [force]' (``redray.cancel`` of a running task)."""
-        while True:
-            try:
-                msg = control.get_message(timeout=0)
-            except redis.RedisError:
-                return
-            if msg is None:
-                return
-            data = msg.get("data")
-            if not isinstance(data, bytes):
-                continue
-            words = data.decode(errors="replace").split()
-            if len(words) < 2 or words[0] not in ("kill", "cancel"):
-                log.warning("node %s: ignoring control message %r", self.node_id, data[:80])
-                continue
-            for pid, (slot, wid) in self.pids.items():
-                if wid != words[1]:
-                    continue
-                flags = words[3:]
-                if words[0] == "kill" or "force" in flags:
-                    sig = signal.SIGKILL
-                else:
-                    # the executor raises KeyboardInterrupt in the task if it
-                    # still runs the task named here
-                    task_id = words[2] if len(words) > 2 else ""
-                    self.slots.set_cancel_request(slot, task_id, "shallow" not in flags)
-                    sig = signal.SIGINT
+    def _pid_table(self) -> dict[int, tuple[int, str]]:
+        with self._pids_lock:
+            return dict(self.pids)
+
+    def _wake_executors(self, token: str) -> None:
+        key = self.keys.node_wake(self.node_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, *([token] * max(1, self.min_executors)))
+            pipe.ltrim(key, -16, -1)
+            pipe.execute()
+
+    # -- the heartbeat thread ------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        """One beat a second on a connection of its own (short timeouts: a beat
+        that cannot get through is skipped, the next one tries again)."""
+        cluster = Cluster.connect(self.settings.replace(socket_timeout=2.0))
+        k = self.keys
+        try:
+            while not self.stopping:
                 try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
+                    if not cluster.scripts.heartbeat(k.nodes, k.heartbeats, self.node_id):
+                        self.declared_dead.set()
+                        self.slots.poke()
+                except (redis.RedisError, OSError):
                     pass
+                self._halt.wait(HEARTBEAT_INTERVAL)
+        finally:
+            cluster.close()
+
+    def start_afresh(self) -> None:
+        """We were declared dead (paused or cut off too long): our tasks were
+        re-queued elsewhere and our registration deleted. Kill our executors,
+        recover what their claim records still name (idempotent: most is done
+        already), and register again."""
+        log.warning("node %s was declared dead; re-registering", self.node_id)
+        for pid in list(self._pid_table()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while self.pids and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.01)
+        self.register()
+        self.declared_dead.clear()
+
+    # -- the control thread --------------------------------------------------------------
+    def _control_loop(self) -> None:
+        """Apply requests from the node's control stream, oldest first; an
+        entry is deleted once applied, so nothing written while the node was
+        cut off is lost."""
+        cluster = Cluster.connect(self.settings)
+        key = self.keys.node_control(self.node_id)
+        last = "0"
+        try:
+            while not self.stopping:
+                try:
+                    reply = blocking_call(
+                        cluster.single,
+                        CONTROL_BLOCK,
+                        "XREAD",
+                        "COUNT",
+                        100,
+                        "BLOCK",
+                        int(CONTROL_BLOCK * 1000),
+                        "STREAMS",
+                        key,
+                        last,
+                    )
+                except TRANSIENT:
+                    time.sleep(0.5)
+                    continue
+                except Exception:  # noqa: BLE001 - e.g. a foreign value at the key
+                    log.exception("node %s: could not read control requests", self.node_id)
+                    time.sleep(1.0)
+                    continue
+                if not reply:
+                    continue
+                done: list[bytes] = []
+                for entry_id, flat in reply[0][1]:
+                    fields = {bytes(flat[i]): flat[i + 1] for i in range(0, len(flat or []), 2)}
+                    self.handle_control(fields.get(b"r", b""))
+                    done.append(bytes(entry_id))
+                last = done[-1].decode()
+                try:
+                    cluster.client.xdel(key, *done)
+                except redis.RedisError:
+                    pass  # applied twice after a restart at most: requests are idempotent
+        finally:
+            cluster.close()
+
+    def handle_control(self, data: Any) -> None:
+        """Apply 'kill <worker>' (``redray.kill`` of an actor here) and
+        'cancel <worker> <task id> [force] [shallow]' (``redray.cancel`` of a
+        running task). Unknown requests are ignored."""
+        if not isinstance(data, bytes):
+            return
+        words = data.decode(errors="replace").split()
+        if len(words) < 2 or words[0] not in ("kill", "cancel"):
+            log.warning("node %s: ignoring control request %r", self.node_id, data[:80])
+            return
+        for pid, (slot, wid) in self._pid_table().items():
+            if wid != words[1]:
+                continue
+            flags = words[3:]
+            if words[0] == "kill" or "force" in flags:
+                sig = signal.SIGKILL
+            else:
+                # the executor raises KeyboardInterrupt in the task if it
+                # still runs the task named here
+                task_id = words[2] if len(words) > 2 else ""
+                self.slots.set_cancel_request(slot, task_id, "shallow" not in flags)
+                sig = signal.SIGINT
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # -- the reaper thread ---------------------------------------------------------------
+    def _reaper_loop(self) -> None:
+        """Clean up after dead drivers and dead nodes, off the heartbeat path."""
+        cluster = Cluster.connect(self.settings)
+        try:
+            while not self.stopping:
+                try:
+                    self.reap_dead_jobs(cluster)
+                    self.reap_dead_nodes(cluster)
+                except (redis.RedisError, OSError):
+                    pass
+                except Exception:  # noqa: BLE001 - bad data must not stop the reaper
+                    log.exception("node %s: reaper error; carrying on", self.node_id)
+                self._halt.wait(HEARTBEAT_INTERVAL)
+        finally:
+            cluster.close()
+
+    def reap_dead_nodes(self, cluster: Cluster) -> None:
+        """Take over the work of nodes that stopped heartbeating."""
+        for node_id in recovery.dead_nodes(cluster, self.config.node_timeout):
+            if node_id != self.node_id and not self.stopping:
+                recovery.recover_node(cluster, node_id)
+
+    def reap_dead_jobs(self, cluster: Cluster) -> None:
+        """Clean up after drivers that stopped heartbeating: past their grace,
+        or sooner when they ran on this host and their process is gone."""
+        _now, silent = cluster.scripts.expired(
+            cluster.keys.job_beats, min(self.config.job_timeout, jobs.DEAD_DRIVER_TIMEOUT)
+        )
+        if not silent:
+            return
+        host = socket.gethostname()
+        for job_id, last_beat in silent:
+            info = jobs.job_info(cluster, job_id)
+            silent_ms = _now - last_beat
+            if self.stopping or not jobs.reap_due(info, silent_ms, host, self.config.job_timeout):
+                continue
+            log.warning("job %s: its driver stopped heartbeating; cleaning up", job_id)
+            jobs.cleanup_job(cluster, job_id)
 
     def owner_died(self) -> bool:
         pid = self.config.owner_pid
         if pid is None:
             return False
-        return _create_time(pid) != self._owner_started
+        return jobs.process_started(pid) != self._owner_started
 
     def stop_owned_server(self) -> None:
         """The embedded driver died: take its private server down with us."""
@@ -353,46 +510,16 @@ class NodeAgent:
             try:
                 os.kill(pid, signal.SIGTERM)
                 deadline = time.monotonic() + 5
-                while _create_time(pid) is not None and time.monotonic() < deadline:
+                while jobs.process_started(pid) is not None and time.monotonic() < deadline:
                     time.sleep(0.02)
             except ProcessLookupError:
                 pass
         if self.config.server_dir:
             shutil.rmtree(self.config.server_dir, ignore_errors=True)
 
-    def reap_dead_nodes(self) -> None:
-        """Take over the work of nodes that stopped heartbeating."""
-        from redray.recovery import dead_nodes, recover_node
-
-        for node_id in dead_nodes(self.runtime(), self.config.node_timeout):
-            if node_id != self.node_id:
-                recover_node(self.runtime(), node_id, self.node_id)
-        if not self.client.hexists(self.keys.nodes, self.node_id):
-            # we were declared dead (e.g. cut off too long): our tasks were
-            # re-queued elsewhere, so start afresh
-            log.warning("node %s was declared dead; re-registering", self.node_id)
-            for pid in list(self.pids):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self._reap_quietly()
-            self.register()
-
-    def reap_dead_jobs(self) -> None:
-        """Clean up after drivers that stopped heartbeating (died without shutdown)."""
-        cutoff = time.time() - self.config.job_timeout
-        stale: Any = self.client.zrangebyscore(self.keys.job_beats, "-inf", cutoff)
-        for raw in stale:
-            job_id = raw.decode()
-            # one node does it; the lock expires if that node dies mid-way
-            if self.client.set(self.keys.job_reaper(job_id), self.node_id, nx=True, ex=60):
-                log.warning("job %s: its driver stopped heartbeating; cleaning up", job_id)
-                self.runtime().cleanup_job(job_id)
-                self.client.delete(self.keys.job_reaper(job_id))
-
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True
+        self._halt.set()
         self.slots.poke()
 
     def shutdown(self) -> None:
@@ -417,13 +544,22 @@ class NodeAgent:
             except redis.RedisError:
                 self._reap_quietly()
             time.sleep(0.01)
+        # hand back what is still reserved here (a claim whose executor
+        # exited before running it, an actor to restart elsewhere), then
+        # delete the registration and the executors' keys; briefly, when
+        # Redis does not answer (whoever finds this node dead does it then)
         try:
-            self.deregister()
-        except redis.RedisError:
+            quick = Cluster.connect(self.settings.replace(outage_budget=2.0, socket_timeout=2.0))
+            try:
+                recovery.recover_node(quick, self.node_id)
+            finally:
+                quick.close()
+        except (redis.RedisError, OSError):
             pass
-        if self._runtime is not None:
-            self._runtime.close()
-        self.client.close()
+        # the threads are daemons with connections of their own: none can
+        # undo the deregistration (a heartbeat for an unknown node is refused)
+        self._halt.set()
+        self.cluster.close()
 
     def _reap_quietly(self) -> None:
         while self.pids:
@@ -467,20 +603,6 @@ def _exit_with_parent(parent: int) -> None:
             pass
     if os.getppid() != parent:  # the agent died before prctl took effect
         os._exit(0)
-
-
-def _create_time(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return float(proc.create_time())
-    except psutil.Error:
-        return None
 
 
 def main(argv: list[str] | None = None) -> None:

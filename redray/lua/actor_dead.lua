@@ -11,12 +11,14 @@
 -- ARGV[2]  death record (object record of the ActorDiedError)
 -- ARGV[3]  name key, or ''
 --
--- Returns {previous state, node id or '', worker id or ''}: where the actor's
--- process lives, or, while its __init__ still runs, where its creation task
--- was claimed; '' and '' when it has no process yet.
+-- Returns {previous state ('' when the record is gone), node id or '',
+-- worker id or ''}: where the actor's process lives, or, while its __init__
+-- still runs, where its creation task was claimed; '' and '' when it has no
+-- process yet.
 
 local state = redis.call('HGET', KEYS[1], 'state') or ''
-if state ~= 'DEAD' then
+-- a record deleted with its job is not brought back
+if state ~= 'DEAD' and state ~= '' then
   redis.call('HSET', KEYS[1], 'state', 'DEAD', 'death', ARGV[2])
 end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[1] then
@@ -30,11 +32,8 @@ if node == '' then
   local task = redis.call('HGET', KEYS[1], 'task')
   local running = task and redis.call('HGET', KEYS[5], task)
   if running and string.sub(running, 1, 1) == 'R' then
-    local sep = string.find(running, ' ', 2, true)
-    if sep then
-      node = string.sub(running, 2, sep - 1)
-      worker = string.sub(running, sep + 1)
-    end
+    local _, _, n, w = string.find(running, '^R(%S+) (%S+)')
+    if n then node, worker = n, w end
   end
 end
 return {state, node, worker}

@@ -15,7 +15,10 @@
 --
 -- Returns {'created', actor id} or {'exists', existing actor id} when the
 -- name is taken (names are unique per namespace; a dead actor's name is freed).
+-- Idempotent: registering the same actor id again changes nothing and
+-- answers 'created' (the reply of the first call was lost).
 
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'created', ARGV[2]} end
 if ARGV[1] ~= '' then
   local existing = redis.call('HGET', KEYS[1], ARGV[1])
   if existing then return {'exists', existing} end

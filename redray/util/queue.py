@@ -9,10 +9,12 @@ extra process. Blocking ``get``/``put`` block in Redis (BLPOP), never poll.
 from __future__ import annotations
 
 import queue as _stdlib_queue
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from .. import ids
+from ..connections import BLOCK_SLICE, TRANSIENT, blocking_call, connection_error
 from ..serialization import pack, unpack
 
 
@@ -38,12 +40,12 @@ class Queue:
         *,
         _queue_id: str | None = None,
     ) -> None:
-        from .. import api
+        from .. import session
 
         self.maxsize = maxsize
         self.queue_id = _queue_id or ids.random_id(10)
         if _queue_id is None:
-            runtime = api.current_runtime(auto_init=True)
+            runtime = session.current_runtime(auto_init=True)
             keys = self._keys(runtime)
             with runtime.client.pipeline(transaction=True) as pipe:
                 if maxsize > 0:
@@ -58,9 +60,9 @@ class Queue:
         return runtime.keys.queue(self.queue_id), runtime.keys.queue_free(self.queue_id)
 
     def _runtime(self) -> Any:
-        from .. import api
+        from .. import session
 
-        return api.current_runtime()
+        return session.current_runtime()
 
     # -- size ---------------------------------------------------------------------
     def size(self) -> int:
@@ -92,15 +94,12 @@ class Queue:
         data = self._encode(runtime, item)
         if self.maxsize > 0:
             if not block:
-                token = runtime.client.lpop(free)
+                token = runtime.cluster.single.lpop(free)
             else:
-                got = runtime.blocking_client.blpop(
-                    [free], timeout=0 if timeout is None else max(timeout, 0.001)
-                )
-                token = got[1] if got else None
+                token = _blocking_pop(runtime, free, timeout)
             if token is None:
                 raise Full
-        runtime.client.rpush(items, data)
+        runtime.cluster.single.rpush(items, data)
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -113,12 +112,12 @@ class Queue:
         if not batch:
             return
         if self.maxsize > 0:
-            taken = runtime.client.lpop(keys[1], len(batch)) or []
+            taken = runtime.cluster.single.lpop(keys[1], len(batch)) or []
             if len(taken) < len(batch):
                 if taken:
-                    runtime.client.rpush(keys[1], *taken)
+                    runtime.cluster.single.rpush(keys[1], *taken)
                 raise Full(f"Cannot add {len(batch)} items to queue of maxsize {self.maxsize}")
-        runtime.client.rpush(keys[0], *batch)
+        runtime.cluster.single.rpush(keys[0], *batch)
 
     # -- get ----------------------------------------------------------------------
     def _decode(self, runtime: Any, data: bytes) -> Any:
@@ -131,16 +130,13 @@ class Queue:
         runtime = self._runtime()
         items, free = self._keys(runtime)
         if not block:
-            data = runtime.client.lpop(items)
+            data = runtime.cluster.single.lpop(items)
         else:
-            got = runtime.blocking_client.blpop(
-                [items], timeout=0 if timeout is None else max(timeout, 0.001)
-            )
-            data = got[1] if got else None
+            data = _blocking_pop(runtime, items, timeout)
         if data is None:
             raise Empty
         if self.maxsize > 0:
-            runtime.client.rpush(free, b"1")
+            runtime.cluster.single.rpush(free, b"1")
         return self._decode(runtime, data)
 
     def get_nowait(self) -> Any:
@@ -158,13 +154,37 @@ class Queue:
         if not got:
             raise Empty(f"Cannot get {num_items} items from the queue")
         if self.maxsize > 0:
-            runtime.client.rpush(free, *([b"1"] * len(got)))
+            runtime.cluster.single.rpush(free, *([b"1"] * len(got)))
         return [self._decode(runtime, d) for d in got]
 
     def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:
         """Delete the queue's items."""
         runtime = self._runtime()
         runtime.client.delete(*self._keys(runtime))
+
+
+def _blocking_pop(runtime: Any, key: str, timeout: float | None) -> Any:
+    """BLPOP in slices with bounded sockets: returns within ``timeout`` + a
+    moment even when the network black-holes. A pop is never re-sent blindly."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    unreachable_since: float | None = None
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return None
+        block = BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
+        try:
+            got = blocking_call(runtime.cluster.single, block, "BLPOP", key, max(block, 0.001))
+        except TRANSIENT as exc:
+            now = time.monotonic()
+            unreachable_since = unreachable_since or now
+            if now - unreachable_since > runtime.settings.outage_budget:
+                raise connection_error(runtime.settings, exc) from exc
+            time.sleep(0.05)
+            continue
+        if got is not None:
+            return got[1]
+        unreachable_since = None
 
 
 def _rebuild(maxsize: int, queue_id: str) -> Queue:

@@ -7,15 +7,15 @@ from typing import Any
 
 def list_actors() -> list[dict[str, Any]]:
     """Actors that are not dead yet, with where they live."""
-    from .. import api
+    from .. import session
     from ..actor_lifecycle import actor_info
 
-    runtime = api.current_runtime()
+    runtime = session.current_runtime()
     members: Any = runtime.client.smembers(runtime.keys.actors)
     out = []
     for raw in sorted(members):
         actor_id = raw.decode()
-        info = actor_info(runtime, actor_id)
+        info = actor_info(runtime.cluster, actor_id)
         if not info:
             continue
         out.append(

@@ -1,0 +1,235 @@
+"""Connections to the cluster's Redis, and the one retry policy redray uses.
+
+redis-py's defaults are wrong for redray in two ways: its automatic retry
+re-sends *any* command after a connection error, which repeats a
+non-idempotent write or loses the item a destructive read (a pop) already
+took; and a blocking read with no socket timeout hangs for ever when the
+network black-holes. So:
+
+* ``client()`` retries, for at most the outage budget; it is only used for
+  commands that are safe to apply twice (reads, ``SET``/``HSET``/``SADD``/
+  ``DEL``, and the scripts documented as idempotent);
+* ``single_shot()`` never retries: pops, ``INCR``, list pushes of user data;
+* ``blocking_call()`` runs one blocking command with a socket timeout of its
+  server-side block plus ``BLOCK_MARGIN``, without retries;
+* ``Batch`` sends many commands in one round trip, without retries; callers
+  whose batch is idempotent wrap it in ``retrying()``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
+
+from .exceptions import RaySystemError
+
+T = TypeVar("T")
+
+
+class Settings(Protocol):
+    """Where the server is and the timeouts to use (``redray.settings.Settings``)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def db(self) -> int: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def socket_timeout(self) -> float: ...
+    @property
+    def outage_budget(self) -> float: ...
+    @property
+    def display(self) -> str: ...
+
+
+#: A blocking read's socket times out this long after its server-side block.
+BLOCK_MARGIN = 0.5
+#: Longest server-side block redray asks for; waits are re-issued in slices.
+BLOCK_SLICE = 5.0
+#: Errors after which a command may or may not have run on the server.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+
+
+class BudgetRetry(Retry):
+    """redis-py's retry counts attempts; this one stops after ``budget``
+    seconds, however long each attempt took (a refused connection fails at
+    once, a black-holed one only after its timeout)."""
+
+    def __init__(self, budget: float) -> None:
+        super().__init__(ExponentialBackoff(cap=1.0, base=0.05), -1, TRANSIENT)
+        self.budget = budget
+
+    def call_with_retry(
+        self, do: Callable[[], T], fail: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> T:
+        deadline = time.monotonic() + self.budget
+        failures = 0
+        while True:
+            try:
+                return do()
+            except TRANSIENT as error:
+                failures += 1
+                if kwargs.get("with_failure_count"):
+                    fail(error, failures)
+                else:
+                    fail(error)
+                pause = min(0.05 * 2 ** (failures - 1), 1.0) * (0.5 + random.random() / 2)
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+
+
+def _retry(settings: Settings) -> Retry:
+    return BudgetRetry(settings.outage_budget)
+
+
+def _connect(settings: Settings, retry: Retry, socket_timeout: float | None) -> redis.Redis:
+    return redis.Redis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.db,
+        username=settings.username,
+        password=settings.password,
+        socket_connect_timeout=settings.connect_timeout,
+        socket_timeout=socket_timeout,
+        socket_keepalive=True,
+        retry=retry,
+        retry_on_error=list(TRANSIENT),
+        health_check_interval=0,
+        # RESP2 on every redis-py version: raw replies read by Batch have one
+        # shape (redis-py 8 defaults to RESP3, older ones to RESP2)
+        protocol=2,
+    )
+
+
+def client(settings: Settings) -> redis.Redis:
+    """For idempotent commands: re-sent after a connection error, within the
+    outage budget."""
+    return _connect(settings, _retry(settings), settings.socket_timeout)
+
+
+def single_shot(settings: Settings) -> redis.Redis:
+    """For commands that must not be re-sent blindly (pops, INCR, pushes of
+    user data) and for blocking calls: no retries at all."""
+    return _connect(settings, Retry(NoBackoff(), 0), settings.socket_timeout)
+
+
+def blocking_call(conn_client: redis.Redis, block: float, *args: Any) -> Any:
+    """Run one blocking command (BLPOP, XREAD BLOCK, ...) whose server-side
+    block is ``block`` seconds; its socket times out ``BLOCK_MARGIN`` later.
+
+    Returns the raw reply. Raises ``redis.TimeoutError`` when nothing came
+    back in time (the connection is then closed: its reply may still come)
+    and ``redis.ConnectionError`` when the connection failed; neither is
+    retried here, since the server may have popped something already.
+    """
+    pool = conn_client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_command(*args, check_health=False)  # type: ignore[no-untyped-call]
+        return conn.read_response(timeout=block + BLOCK_MARGIN)
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]
+        raise
+    finally:
+        pool.release(conn)
+
+
+def retrying(settings: Settings, fn: Callable[[], T], *, budget: float | None = None) -> T:
+    """Call ``fn`` (which must be idempotent) until it succeeds, for at most
+    ``budget`` seconds (the settings' outage budget by default)."""
+    deadline = time.monotonic() + (settings.outage_budget if budget is None else budget)
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except TRANSIENT:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+
+class Batch:
+    """Script calls (and plain commands) sent in one round trip, no retries.
+
+    It writes the commands straight to one pooled connection and reads the
+    raw replies: redis-py's ``Pipeline`` adds a ``SCRIPT EXISTS`` round trip
+    whenever it holds a script and about 40 µs of bookkeeping per execution,
+    which is the hot path's whole budget. Calls the server answers with
+    NOSCRIPT (after a SCRIPT FLUSH or a restart; the server did not run them)
+    are run again once the scripts are loaded again. Replies are raw (lists,
+    not dicts or tuples).
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._commands: list[tuple[Any, ...]] = []
+        self._calls: list[tuple[Script, list[str], list[Any]] | None] = []
+
+    def evalsha(self, script: Script, keys: list[str], args: list[Any]) -> None:
+        self._commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+        self._calls.append((script, keys, args))
+
+    def command(self, *args: Any) -> None:
+        self._commands.append(args)
+        self._calls.append(None)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def execute(self, timeout: float | None = None) -> list[Any]:
+        """Send everything and read every reply; ``timeout`` bounds each read
+        (seconds; the client's socket timeout by default)."""
+        commands, self._commands = self._commands, []
+        calls, self._calls = self._calls, []
+        if not commands:
+            return []
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        replies: list[Any] = []
+        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": max(timeout, 0.01)}
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)  # type: ignore[no-untyped-call]
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response(**kwargs))
+                except redis.ResponseError as err:
+                    replies.append(err)
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(conn)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                call = calls[i]
+                assert call is not None
+                script, keys, args = call
+                replies[i] = script(keys=keys, args=args)  # loads the script, then runs it
+            elif isinstance(reply, redis.ResponseError):
+                raise RaySystemError(f"Redis refused a batched call: {reply}") from reply
+        return replies
+
+
+def connection_error(settings: Settings, exc: BaseException) -> ConnectionError:
+    """The error user code sees when Redis stayed unreachable past the budget."""
+    return ConnectionError(
+        f"Could not reach the redray Redis server at {settings.display}: {exc}. "
+        "Check that it is running (`redray start --head`) and that the address is right."
+    )

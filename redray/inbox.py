@@ -1,0 +1,440 @@
+"""Completion notices and waiting: how ``get``/``wait`` learn that objects exist.
+
+Every task a process submits pushes a notice into the process's inbox (a
+Redis list) when it ends; a process waiting for an object it does not own
+subscribes to it and gets a token in the object's ``done`` list. Waiting is
+blocking reads (BLPOP), never polling, in slices of at most ``BLOCK_SLICE``.
+
+Notices are hints, the object keys are the truth (architecture.md, 12.3): a
+pop whose reply was lost loses the notice, so after any failed or timed-out
+read, and after a slice that brought nothing, a waiter re-checks the objects
+it waits for. One thread reads the inbox at a time; the others wait on a
+condition every applied notice signals, so concurrent waiters of one process
+never consume each other's notices.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import redis
+
+from . import dead_letters, ids
+from .connections import (
+    BLOCK_MARGIN,
+    BLOCK_SLICE,
+    TRANSIENT,
+    Batch,
+    blocking_call,
+    connection_error,
+)
+from .constants import Keys
+from .identity import Identity
+from .reference_table import Held, ReferenceTable
+from .scripts import Scripts
+from .serialization import unpack
+from .settings import Settings
+from .submitter import Submitter
+
+log = logging.getLogger(__name__)
+
+#: Longest first BLPOP sent together with submissions (holds the flush lock).
+COMBINED_BLOCK = 0.05
+#: Notices taken per LPOP when draining.
+DRAIN_BATCH = 1000
+#: Pushed into a process's own inbox to wake a reader blocked in BLPOP.
+WAKE_MARKER = b"!"
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_notice(kind: bytes, ident: str) -> bool:
+    """A task-done notice names a task id; an object notice an object id."""
+    if kind == b"t":
+        return len(ident) == ids.TASK_ID_LEN and _HEX.issuperset(ident)
+    return kind == b"o" and len(ident) > ids.TASK_ID_LEN and _HEX.issuperset(ident)
+
+
+class Inbox:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: Keys,
+        client: redis.Redis,
+        single: redis.Redis,
+        scripts: Scripts,
+        refs: ReferenceTable,
+        identity: Identity,
+        submitter: Submitter,
+        *,
+        watch_job: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.client = client
+        self.single = single
+        self.scripts = scripts
+        self.refs = refs
+        self.identity = identity
+        self.submitter = submitter
+        self.key = keys.inbox(identity.worker_id)
+        #: a driver's waits also check that its job still exists
+        self.watch_job = watch_job
+        #: set when the job was found reaped: every wait raises it
+        self.job_gone: BaseException | None = None
+        #: executor hooks: give the task's CPU back while blocked, take it again
+        self.on_block: Callable[[], None] | None = None
+        self.on_unblock: Callable[[], None] | None = None
+        self._reader = threading.Lock()
+        self._cond = threading.Condition()
+        #: borrowed object id -> number of waits subscribed to it
+        self._borrowed: dict[str, int] = {}
+        #: borrowed objects known to exist (while some wait wants them)
+        self._arrived: set[str] = set()
+        #: borrowed objects whose done lists the current reader watches
+        self._reading: set[str] = set()
+        self._unreachable_since: float | None = None
+
+    # -- notices -----------------------------------------------------------------------
+    def handle(self, raw: bytes) -> str | None:
+        """Apply one completion notice; returns the object it made ready."""
+        if raw == WAKE_MARKER:
+            return None  # a wake-up for a blocked reader: see job_reaped()
+        sep = raw.find(b"\0")
+        kind = raw[:1]
+        try:
+            ident = raw[1:sep].decode("ascii") if sep > 1 else ""
+        except UnicodeDecodeError:
+            ident = ""
+        if not _is_notice(kind, ident):
+            dead_letters.record(self.client, self.keys, self.key, "not a completion notice", raw)
+            return None
+        refs = self.refs
+        if kind == b"t":
+            refs.task_ended(ident)
+            return None
+        tid = ident[: ids.TASK_ID_LEN]
+        if refs.streams and tid in refs.streams:
+            # a generator's items are owned as they arrive
+            refs.own([ident])
+            if ids.index_of(ident) == 0:
+                refs.streams.discard(tid)
+        data = raw[sep + 1 :]
+        held: Held | None = None
+        if data:
+            try:
+                held = (data[:1], list(unpack(memoryview(data)[1:])))
+            except ValueError:
+                held = None
+        refs.mark_ready(ident, held)
+        refs.task_ended(tid)
+        return ident
+
+    def _drain_locked(self) -> list[str]:
+        """Apply every notice already waiting (the reader lock is held);
+        returns the objects they made ready."""
+        out: list[str] = []
+        while True:
+            batch: Any = self.single.lpop(self.key, DRAIN_BATCH)
+            if not batch:
+                return out
+            for raw in batch:
+                oid = self.handle(cast(bytes, raw))
+                if oid is not None:
+                    out.append(oid)
+            if len(batch) < DRAIN_BATCH:
+                return out
+
+    def drain(self) -> None:
+        """Apply the notices waiting now, without blocking."""
+        with self._reader:
+            try:
+                self._drain_locked()
+            finally:
+                self._notify()
+
+    def drain_if_idle(self) -> None:
+        """Housekeeping: when no wait is reading and notices are expected for
+        memory this process keeps (dropped refs, held arguments, actor calls),
+        apply the waiting ones, so that memory goes while the job runs."""
+        if not self.refs.awaiting() or not self._reader.acquire(blocking=False):
+            return
+        try:
+            self._drain_locked()
+        except TRANSIENT:
+            # a lost pop reply may have taken notices of dropped refs with it
+            self._recheck_dropped()
+        finally:
+            self._reader.release()
+            self._notify()
+
+    def _recheck_dropped(self) -> None:
+        dropped = list(self.refs.free_when_ready)
+        if not dropped:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for oid in dropped:
+                    pipe.exists(self.keys.obj(oid))
+                found = pipe.execute()
+        except redis.RedisError:
+            return
+        for oid, there in zip(dropped, found):
+            if there:
+                self.refs.mark_ready(oid, None)
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- waiting -------------------------------------------------------------------------
+    def _ready(self, oid: str) -> bool:
+        return self.refs.is_ready(oid) or oid in self._arrived
+
+    def wait_ready(self, oids: Sequence[str], num_needed: int, timeout: float | None) -> set[str]:
+        """Block until ``num_needed`` of ``oids`` exist in Redis (or time runs out)."""
+        self.check_job()
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        wanted = list(dict.fromkeys(oids))
+        ready = {o for o in wanted if self._ready(o)}
+        if len(ready) >= num_needed:
+            return ready
+        if deadline is not None and deadline <= time.monotonic():
+            # no time to block: apply the notices already waiting instead
+            self.submitter.flush()
+            self._quietly(self.drain)
+            return {o for o in wanted if self._ready(o)}
+        borrowed = [o for o in wanted if o not in ready and not self.refs.is_owned(o)]
+        # With only owned objects to wait for, pending submissions travel in the
+        # same round trip as the first BLPOP (the synchronous-task fast path).
+        combine = not borrowed and self.submitter.has_pending()
+        if not combine:
+            self.submitter.flush()
+        subscribed = self._subscribe(borrowed) if borrowed else []
+        if subscribed:
+            # those that already existed when we subscribed
+            ready.update(o for o in subscribed if o in self._arrived)
+        blocked = False
+        progress_at = time.monotonic()
+        missing = {o for o in wanted if o not in ready}
+        try:
+            while len(ready) < num_needed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                if not blocked and self.on_block is not None:
+                    blocked = True
+                    self.on_block()
+                slice_ = BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
+                progressed, arrived = self._wait_slice(
+                    slice_, combine, missing, num_needed - len(ready)
+                )
+                combine = False
+                if arrived is None:
+                    # another thread applied notices: look at ours
+                    arrived = [o for o in missing if self._ready(o)]
+                found = [o for o in arrived if o in missing]
+                if found:
+                    progress_at = time.monotonic()
+                    missing.difference_update(found)
+                    ready.update(found)
+                if not progressed or time.monotonic() - progress_at >= BLOCK_SLICE:
+                    # a notice for these may be lost (a pop whose reply never came)
+                    self._recheck(list(missing), deadline)
+                    found = [o for o in missing if self._ready(o)]
+                    missing.difference_update(found)
+                    ready.update(found)
+                    progress_at = time.monotonic()
+                self.check_job()
+        finally:
+            if blocked and self.on_unblock is not None:
+                self.on_unblock()
+            if subscribed:
+                self._unsubscribe(subscribed, [o for o in subscribed if not self._ready(o)])
+        return ready
+
+    def _wait_slice(
+        self, block: float, combine: bool, missing: set[str], short: int
+    ) -> tuple[bool, list[str] | None]:
+        """Read notices for up to ``block`` s, or wait while another thread
+        reads. Returns (whether something may have arrived: False after a
+        quiet slice or a failed read, and the caller re-checks; the objects
+        this thread saw arrive, or None when another thread applied notices)."""
+        if not self._reader.acquire(blocking=False):
+            # another thread reads the inbox; the done lists of borrowed
+            # objects it does not watch, this thread watches itself
+            extra = [
+                self.keys.done(o)
+                for o in list(missing)
+                if o in self._borrowed and o not in self._arrived and o not in self._reading
+            ]
+            if not extra:
+                with self._cond:
+                    return self._cond.wait(block), None
+            try:
+                reply = blocking_call(self.single, block, "BLPOP", *extra, max(block, 0.001))
+            except TRANSIENT as exc:
+                self._outage(exc)
+                return False, None
+            if reply is None:
+                return False, None
+            oid = bytes(reply[0]).decode()[len(self.keys.done("")) :]
+            self._arrived.add(oid)
+            self._notify()
+            return True, [oid]
+        try:
+            watched = [o for o in list(self._borrowed) if o not in self._arrived]
+            self._reading = set(watched)
+            keys = [self.key, *[self.keys.done(o) for o in watched]]
+            try:
+                if combine:
+                    block = min(block, COMBINED_BLOCK)
+                    reply = self.submitter.send_with(
+                        lambda pipe: pipe.command("BLPOP", *keys, max(block, 0.001)),
+                        self.single,
+                        block + BLOCK_MARGIN,
+                    )[0]
+                else:
+                    reply = blocking_call(self.single, block, "BLPOP", *keys, max(block, 0.001))
+                arrived: list[str] = []
+                if reply is not None:
+                    key = bytes(reply[0]).decode()
+                    if key == self.key:
+                        got = self.handle(bytes(reply[1]))
+                        if got is not None:
+                            arrived.append(got)
+                        if not (got in missing and short <= 1):
+                            # more to wait for: take what else is waiting now
+                            arrived.extend(self._drain_locked())
+                    else:
+                        oid = key[len(self.keys.done("")) :]
+                        self._arrived.add(oid)
+                        arrived.append(oid)
+                self._unreachable_since = None
+                return reply is not None, arrived
+            except TRANSIENT as exc:
+                self._outage(exc)
+                return False, []
+        finally:
+            self._reading = set()
+            self._reader.release()
+            self._notify()
+
+    def _outage(self, exc: BaseException) -> None:
+        """A read failed: back off a little; past the outage budget, raise."""
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        elif now - self._unreachable_since > self.settings.outage_budget:
+            self._unreachable_since = None
+            raise connection_error(self.settings, exc) from exc
+        time.sleep(0.05)
+
+    def _recheck(self, missing: list[str], deadline: float | None) -> None:
+        """The notices for ``missing`` may be lost: ask Redis whether they exist."""
+        if not missing and not self.watch_job:
+            return
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        owned = [o for o in missing if self.refs.is_owned(o)]
+        borrowed = [o for o in missing if not self.refs.is_owned(o)]
+        pipe = Batch(self.client)
+        for oid in owned:
+            pipe.command("EXISTS", self.keys.obj(oid))
+        if self.watch_job:
+            pipe.command("HEXISTS", self.keys.jobs, self.identity.job_id)
+        try:
+            replies = pipe.execute(
+                timeout=None
+                if left is None
+                else min(left + BLOCK_MARGIN, self.settings.socket_timeout)
+            )
+            if borrowed:
+                flags = self.scripts.subscribe(
+                    self.identity.worker_id, borrowed, False, retry=False
+                )
+                self._arrived.update(o for o, ok in zip(borrowed, flags) if ok)
+        except TRANSIENT as exc:
+            self._outage(exc)
+            return
+        for oid, there in zip(owned, replies):
+            if there:
+                self.refs.mark_ready(oid, None)
+                self.refs.task_ended(ids.task_of(oid))
+        if self.watch_job and not replies[-1]:
+            self.job_reaped()
+        self._unreachable_since = None
+        self._notify()
+
+    def job_reaped(self) -> None:
+        """The cluster cleaned up this driver's job (it stopped heartbeating
+        for longer than its grace): every wait raises from now on."""
+        from .exceptions import JobReapedError
+
+        if self.job_gone is None:
+            self.job_gone = JobReapedError(
+                f"The cluster cleaned up this driver's job {self.identity.job_id}: the driver "
+                "stopped heartbeating for longer than its grace period (the process was "
+                "paused or cut off from Redis). Its tasks, actors and objects are gone. Call "
+                "redray.shutdown() and redray.init() to start a new job, or give a longer "
+                "grace with init(_job_grace_s=...)."
+            )
+            # a reader blocked in BLPOP hears it now, not at the end of its slice
+            try:
+                with self.client.pipeline(transaction=False) as pipe:
+                    pipe.rpush(self.key, WAKE_MARKER)
+                    pipe.expire(self.key, 30)
+                    pipe.execute()
+            except redis.RedisError:
+                pass
+        self._notify()
+
+    def check_job(self) -> None:
+        if self.job_gone is not None:
+            raise self.job_gone
+
+    # -- borrowed objects ------------------------------------------------------------------
+    def _subscribe(self, borrowed: list[str]) -> list[str]:
+        flags = self._quietly(
+            lambda: self.scripts.subscribe(self.identity.worker_id, borrowed, True)
+        )
+        if flags is None:
+            flags = [False] * len(borrowed)
+        subscribed = []
+        for oid, ok in zip(borrowed, flags):
+            self._borrowed[oid] = self._borrowed.get(oid, 0) + 1
+            subscribed.append(oid)
+            if ok:
+                self._arrived.add(oid)
+        return subscribed
+
+    def _unsubscribe(self, subscribed: list[str], still_missing: list[str]) -> None:
+        for oid in subscribed:
+            n = self._borrowed.get(oid, 0) - 1
+            if n > 0:
+                self._borrowed[oid] = n
+            else:
+                self._borrowed.pop(oid, None)
+                self._arrived.discard(oid)
+        gone = [o for o in still_missing if o not in self._borrowed]
+        if not gone:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for oid in gone:
+                    pipe.srem(self.keys.waiters(oid), "@" + self.identity.worker_id)
+                pipe.execute()
+        except redis.RedisError:
+            pass
+
+    @staticmethod
+    def _quietly(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except TRANSIENT:
+            return None

@@ -1,0 +1,160 @@
+"""What running user code needs, shared by the task executor and the actor
+runner: loading functions, materializing arguments, the environment of a
+task, turning values and errors into frames, and the tracebacks users see.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any, Protocol
+
+import cloudpickle
+
+from redray import task_spec as ts
+from redray.exceptions import RaySystemError, RayTaskError
+from redray.runtime import Runtime
+from redray.serialization import KIND_ERROR, KIND_VALUE, unpack
+from redray.settings import Settings
+
+from . import slots as sl
+
+#: Functions kept unpickled per process.
+FUNCTION_CACHE = 1024
+
+
+class Host(Protocol):
+    """What the actor runner needs of the executor process it took over."""
+
+    settings: Settings
+    node_id: str
+    worker_id: str
+    runtime: Runtime
+    functions: FunctionCache
+    stopping: bool
+    slots: sl.Slots | None
+    slot: int
+    totals: dict[str, int]
+
+    def set_state(
+        self, state: int, task_id: str = "", actor_id: str = "", memory: int = 0
+    ) -> None: ...
+
+    def wait_for_redis(self) -> None: ...
+
+
+class DependencyFailed(Exception):
+    """An argument's object holds an error: the task fails with it, unrun."""
+
+    def __init__(self, frames: list[Any]) -> None:
+        self.frames = frames
+
+
+class StreamFailed(Exception):
+    """A streaming generator raised after ``count`` items."""
+
+    def __init__(self, count: int, error: RayTaskError) -> None:
+        self.count = count
+        self.error = error
+
+
+class FunctionCache:
+    """Functions (and actor classes) by content hash, unpickled once per process."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._cache: dict[str, Any] = {}
+
+    def load(self, spec: ts.TaskSpec) -> Any:
+        fn = self._cache.get(spec.function_digest)
+        if fn is not None:
+            return fn
+        blob = self.runtime.client.get(spec.function_key)
+        if blob is None:
+            raise RaySystemError(
+                f"The code of {spec.function_name} is gone from Redis (its job ended?)."
+            )
+        try:
+            fn = cloudpickle.loads(blob)
+        except Exception as exc:
+            raise RaySystemError(
+                f"Could not load the function {spec.function_name} on this worker: {exc!r}. "
+                "Is its module importable here (same code and PYTHONPATH as the driver)?"
+            ) from exc
+        if len(self._cache) >= FUNCTION_CACHE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[spec.function_digest] = fn
+        return fn
+
+
+def arguments(runtime: Runtime, spec: ts.TaskSpec) -> tuple[list[Any], dict[str, Any]]:
+    """The task's arguments, its ObjectRef inputs replaced by their values;
+    DependencyFailed when an input holds an error."""
+    values: list[Any] = []
+    if spec.deps:
+        records = runtime.fetch(spec.deps)
+        for oid in spec.deps:
+            kind, frames = records[oid]
+            if kind == KIND_ERROR:
+                raise DependencyFailed(frames)
+            values.append(runtime.serializer.loads(frames))
+    args, kwargs = runtime.serializer.loads(unpack(spec.args))
+    if values:
+        args = [values[a.index] if isinstance(a, ts.DepArg) else a for a in args]
+        kwargs = {k: values[v.index] if isinstance(v, ts.DepArg) else v for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def apply_env(
+    spec: ts.TaskSpec, gpus: dict[str, int], totals: dict[str, int]
+) -> dict[str, str | None]:
+    """Set the task's GPUs and ``runtime_env`` ``env_vars``; what to restore."""
+    changes: dict[str, str] = {}
+    if gpus or "GPU" in totals:
+        changes["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    extra = spec.extra or {}
+    env = (extra.get("runtime_env") or {}).get("env_vars") or {}
+    changes.update({str(k): str(v) for k, v in env.items()})
+    saved = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    return saved
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def value_frames(
+    runtime: Runtime, spec: ts.TaskSpec, index: int, value: Any
+) -> tuple[bytes, list[Any]]:
+    """A return value's frames, or the error saying it cannot be serialized."""
+    try:
+        return KIND_VALUE, runtime.serializer.dumps(value)
+    except Exception as exc:  # noqa: BLE001
+        msg = (
+            f"Could not serialize return value #{index} ({type(value).__name__}) of "
+            f"{spec.function_name}: {exc!r}"
+        )
+        err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
+        return KIND_ERROR, runtime.error_frames(err)
+
+
+def task_error(spec: ts.TaskSpec, exc: BaseException) -> RayTaskError:
+    """The error a task's own exception becomes, with the user's traceback."""
+    return RayTaskError(spec.function_name, user_traceback(), exc, pid=os.getpid())
+
+
+def user_traceback() -> str:
+    """The traceback without redray's own frames at its top."""
+    etype, value, tb = sys.exc_info()
+    frames = list(traceback.extract_tb(tb))
+    ours = ("workers/executor.py", "workers/execution.py", "workers/actor_runner.py")
+    frames = [f for f in frames if not f.filename.replace(os.sep, "/").endswith(ours)]
+    text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
+    text += "".join(traceback.format_exception_only(etype, value))
+    return text
