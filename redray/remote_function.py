@@ -95,6 +95,9 @@ class RemoteFunction(Generic[R]):
 
     def __init__(self, function: Callable[..., R], options: Mapping[str, Any]) -> None:
         self._function = function
+        #: (worker id, job id) of a runtime -> (key, digest) of the upload: the
+        #: worker id is random per runtime, so a later runtime never matches
+        self._uploaded: dict[tuple[str, str], tuple[str, str]] = {}
         self._name = f"{function.__module__}.{function.__qualname__}"
         self._options = validate_task_options(options, f"remote function {self._name}")
         try:
@@ -134,7 +137,11 @@ class RemoteFunction(Generic[R]):
                 raise TypeError(
                     f"Wrong arguments for remote function {self._name}: {exc}"
                 ) from None
-        fn_key, digest = runtime.function_key(self._function, self._name)
+        where = (runtime.worker_id, runtime.job_id)
+        known = self._uploaded.get(where)
+        if known is None:
+            known = self._uploaded[where] = runtime.function_key(self._function, self._name)
+        fn_key, digest = known
         units = request(
             opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"), opts.get("resources")
         )

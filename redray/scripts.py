@@ -10,7 +10,7 @@ after a connection error (``retry=True``, within the outage budget).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, NamedTuple, TypeVar
 
@@ -63,6 +63,8 @@ class Claimed:
     task_id: str
     spec: bytes
     reservation: str
+    #: the node's free CPU units right after the claim (-1: not known)
+    free_cpu: int = field(default=-1, compare=False)
 
 
 @dataclass
@@ -231,8 +233,9 @@ class Scripts:
     def parse_claim(reply: Any) -> Claimed | None:
         if not reply:
             return None
-        tid, spec, reservation = reply
-        return Claimed(tid.decode(), spec, reservation.decode())
+        tid, spec, reservation = reply[:3]
+        free = int(reply[3]) if len(reply) > 3 else -1
+        return Claimed(tid.decode(), spec, reservation.decode(), free)
 
     # -- complete (idempotent) -----------------------------------------------------
     def complete(
@@ -312,9 +315,11 @@ class Scripts:
         if not isinstance(reply, list) or not reply:
             return int(reply or 0), None, []
         claimed = None
-        if len(reply) >= 4 and reply[1]:
-            claimed = Claimed(bytes(reply[1]).decode(), bytes(reply[2]), bytes(reply[3]).decode())
-        missed = [s.decode() if isinstance(s, bytes) else str(s) for s in reply[4:]]
+        if len(reply) >= 5 and reply[1]:
+            claimed = Claimed(
+                bytes(reply[1]).decode(), bytes(reply[2]), bytes(reply[3]).decode(), int(reply[4])
+            )
+        missed = [s.decode() if isinstance(s, bytes) else str(s) for s in reply[5:]]
         return int(reply[0]), claimed, missed
 
     # -- subscribe (idempotent) ------------------------------------------------------

@@ -83,6 +83,8 @@ class Executor:
         self.shapes: list[str] = []
         self._shapes_at = 0.0
         self.current: Claimed | None = None
+        #: the node's free CPU units after the current claim (-1: not known)
+        self.free_cpu = -1
         self.current_cpu = 0
         #: bytes the running task declared with memory= (0: no limit)
         self.current_memory = 0
@@ -103,8 +105,12 @@ class Executor:
             # the agent kills this process if it grows past what was declared
             slots.set_memory_limit(self.slot, memory)
             slots.set_state(self.slot, state)
-            # the agent sleeps until it may need another executor
-            if state == sl.BLOCKED or (state == sl.RUNNING and not slots.any_idle()):
+            # the agent sleeps until it may need another executor: when a
+            # task blocks, or when none is idle and the node has CPU left
+            # (waking it for every task on a full node cost every task)
+            if state == sl.BLOCKED or (
+                state == sl.RUNNING and self.free_cpu != 0 and not slots.any_idle()
+            ):
                 slots.poke()
 
     def _on_block(self) -> None:
@@ -261,6 +267,7 @@ class Executor:
     def run_one(self, claimed: Claimed) -> Claimed | None:
         """Run a claimed task, publish its results, and claim the next one."""
         self.current = claimed
+        self.free_cpu = claimed.free_cpu
         units, gpus = parse_reservation(claimed.reservation)
         self.current_cpu = units.get("CPU", 0)
         self.current_memory = memory_limit(units)

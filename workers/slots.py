@@ -59,11 +59,14 @@ class Slots:
         except (BlockingIOError, OSError):
             pass
 
+    def _states(self) -> bytes:
+        # every slot's state byte in one slice (a Python loop over a thousand
+        # slots cost an executor about 100 µs per task)
+        return self._mem[0 : self.count * _SLOT : _SLOT]
+
     def any_idle(self) -> bool:
-        for i in range(self.count):
-            if self.state(i) in (IDLE, STARTING):
-                return True
-        return False
+        states = self._states()
+        return bytes([IDLE]) in states or bytes([STARTING]) in states
 
     def state(self, slot: int) -> int:
         return self._mem[slot * _SLOT]
@@ -114,14 +117,12 @@ class Slots:
         self._mem[self._paused_at] = 1 if paused else 0
 
     def free_slot(self) -> int | None:
-        for i in range(self.count):
-            if self.state(i) == FREE:
-                return i
-        return None
+        at = self._states().find(bytes([FREE]))
+        return None if at < 0 else at
 
     def counts(self) -> dict[int, int]:
+        states = self._states()
         out = {FREE: 0, STARTING: 0, IDLE: 0, RUNNING: 0, BLOCKED: 0, ACTOR: 0}
-        for i in range(self.count):
-            s = self.state(i)
-            out[s] = out.get(s, 0) + 1
+        for s in out:
+            out[s] = states.count(bytes([s]))
         return out

@@ -18,7 +18,7 @@
 -- ARGV[4]  index (1-based) of the shape whose bell token the caller holds, or 0
 -- ARGV[5..] shapes this node can ever satisfy, e.g. 'CPU=10000,GPU=5000'
 --
--- Returns nil when nothing fits, else {task id, spec, reservation}.
+-- Returns nil when nothing fits, else {task id, spec, reservation, free CPU}.
 
 local shapes, bells = {}, {}
 for i = 5, #ARGV do

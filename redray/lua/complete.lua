@@ -49,7 +49,8 @@
 -- ARGV[13 .. 12+B]  the shapes of the bells, in order
 -- then per return value: object id, mode ('i' inline | 's' staged), data ('' when staged)
 --
--- Returns {stored, next task id, its spec, its reservation, shape, ...}:
+-- Returns {stored, next task id, its spec, its reservation, the node's free
+-- CPU after it, shape, ...}:
 -- stored is 1 if the results were stored, 0 if the job is gone (results
 -- dropped) or they already existed (a duplicate run; the first write won);
 -- the next task's fields are '' when none was claimed (or none asked for);
@@ -65,8 +66,10 @@ local argv_base = 12 + B
 local keys_base = 18 + B
 local staged_base = keys_base + 3 * N
 
+local claim_fresh = false
+
 local function finish(stored, missed)
-  local out = {stored, '', '', ''}
+  local out = {stored, '', '', '', 0}
   if final and ARGV[7] == '1' then
     local shapes, bells = {}, {}
     for b = 1, B do
@@ -77,8 +80,8 @@ local function finish(stored, missed)
       ready = KEYS[4], spec = KEYS[1], state = KEYS[2], avail = KEYS[6], gpus = KEYS[7],
       running = KEYS[8], deadletters = KEYS[18], claim = KEYS[14], bells = bells,
     }
-    local claimed = claim_next(k, ARGV[10], ARGV[11], ARGV[12], 0, shapes)
-    if claimed then out = {stored, claimed[1], claimed[2], claimed[3]} end
+    local claimed = claim_next(k, ARGV[10], ARGV[11], ARGV[12], 0, shapes, claim_fresh)
+    if claimed then out = {stored, claimed[1], claimed[2], claimed[3], claimed[4]} end
   end
   for _, shape in ipairs(missed) do out[#out + 1] = shape end
   return out
@@ -107,7 +110,11 @@ if final then
       end
     end
   end
-  if redis.call('GET', KEYS[14]) == tid then redis.call('DEL', KEYS[14]) end
+  local held_claim = redis.call('GET', KEYS[14])
+  if held_claim == tid then redis.call('DEL', KEYS[14]) end
+  -- no claim record left: the next claim need not look for one (a record
+  -- naming another task is the claim of an earlier run of this call)
+  claim_fresh = held_claim == tid or held_claim == false
   redis.call('HDEL', KEYS[1], tid)
   redis.call('HDEL', KEYS[2], tid)
   redis.call('SREM', KEYS[10], tid)
