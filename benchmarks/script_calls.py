@@ -387,6 +387,7 @@ def measure(
         time.sleep(drain)
         after = Probe(client)
         result = summarize(before, after, tasks, seconds)
+        result["window_seconds"] = time.perf_counter() - t0
         if monitor is not None:
             lines = monitor.finish(client)
             result["monitored"] = parse_monitor(lines, script_names(), tasks)
@@ -435,6 +436,15 @@ def run_one(
             sync = None
             if args.sync_tasks > 0:
                 sync = measure(client, sync_tasks, args.sync_tasks, args.drain, monitor_at)
+            if idle is not None:
+                # heartbeats and reapers call scripts a few times a second
+                # whatever runs: their share of the window is not the tasks'
+                for phase in (batch, sync):
+                    if phase is not None:
+                        background = idle["script_calls_per_s"] * phase["window_seconds"]
+                        phase["task_script_calls_per_task"] = max(
+                            0.0, (phase["script_calls"] - background) / phase["tasks"]
+                        )
         finally:
             ray.shutdown()
     finally:
@@ -461,22 +471,25 @@ def print_table(results: list[dict[str, Any]], target: float, top: int) -> None:
     print("-" * len(header))
     for r in results:
         b, s = r["batch"], r["sync"]
-        met = b["script_calls_per_task"] <= target and (
-            s is None or s["script_calls_per_task"] <= target
-        )
+
+        def net(phase: dict[str, Any]) -> float:
+            value: float = phase.get("task_script_calls_per_task", phase["script_calls_per_task"])
+            return value
+
+        met = net(b) <= target and (s is None or net(s) <= target)
         sync_cols = (
-            f"{s['tasks_per_s']:12.1f} {s['script_calls_per_task']:12.2f} "
-            f"{s['commands_per_task']:9.2f}"
+            f"{s['tasks_per_s']:12.1f} {net(s):12.2f} {s['commands_per_task']:9.2f}"
             if s is not None
             else f"{'-':>12} {'-':>12} {'-':>9}"
         )
         print(
-            f"{r['executors']:>9}  {b['tasks_per_s']:13.1f} {b['script_calls_per_task']:12.2f} "
+            f"{r['executors']:>9}  {b['tasks_per_s']:13.1f} {net(b):12.2f} "
             f"{b['commands_per_task']:9.2f}  {sync_cols}  {'yes' if met else 'NO'}"
         )
     print(
-        "scripts/task: EVALSHA(_RO), EVAL(_RO), FCALL(_RO) per task; cmds/task: every "
-        "command, those run inside scripts included"
+        "scripts/task: EVALSHA(_RO), EVAL(_RO), FCALL(_RO) per task, less the idle "
+        "cluster's own (heartbeats, reapers: the idle line below) over the same window; "
+        "cmds/task: every command, those run inside scripts included"
         + ("; tasks/s measured under MONITOR" if monitored else "")
     )
     for r in results:
@@ -603,7 +616,13 @@ def main() -> int:
     if args.check:
         for r in results:
             for phase in ("batch", "sync"):
-                if r[phase] is not None and r[phase]["script_calls_per_task"] > args.target:
+                if (
+                    r[phase] is not None
+                    and r[phase].get(
+                        "task_script_calls_per_task", r[phase]["script_calls_per_task"]
+                    )
+                    > args.target
+                ):
                     return 1
     return 0
 

@@ -203,14 +203,19 @@ class Batch:
         pool = self.client.connection_pool
         conn = pool.get_connection()
         replies: list[Any] = []
-        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": max(timeout, 0.01)}
         try:
             conn.send_packed_command(conn.pack_commands(commands), check_health=False)  # type: ignore[no-untyped-call]
+            sock = getattr(conn, "_sock", None)
+            if timeout is not None and sock is not None:
+                # once for the whole batch (per read it costs two syscalls each)
+                sock.settimeout(max(timeout, 0.01))
             for _ in commands:
                 try:
-                    replies.append(conn.read_response(**kwargs))
+                    replies.append(conn.read_response())
                 except redis.ResponseError as err:
                     replies.append(err)
+            if timeout is not None and sock is not None:
+                sock.settimeout(conn.socket_timeout)
         except BaseException:
             conn.disconnect()  # type: ignore[no-untyped-call]
             raise

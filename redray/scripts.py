@@ -279,6 +279,7 @@ class Scripts:
             k.mailbox(actor_id) if actor_id else k.nothing,
             k.actor_cancelled(actor_id) if actor_id else k.nothing,
             k.dead_letters,
+            k.submitted(owner),
             *[k.bell(s) for s in bells],
         ]
         argv: list[Any] = [

@@ -36,6 +36,8 @@ def keys(settings: Settings) -> Keys:
 @pytest.fixture
 def scripts(redis_client: redis.Redis, keys: Keys) -> Scripts:
     redis_client.hset(keys.jobs, JOB, "{}")
+    # the owner exists: complete.lua tells only owners that have a watermark
+    redis_client.set(keys.submitted(OWNER), 0)
     return Scripts(redis_client, keys)
 
 
@@ -1827,6 +1829,21 @@ def test_actor_dead_of_an_unplaced_actor_names_no_process(scripts: Scripts, redi
         "",
         "",
     )
+
+
+def test_complete_tells_no_owner_that_is_gone(scripts: Scripts, redis_client, keys):
+    """An executor's keys went with it: a late result must not bring its inbox back."""
+    redis_client.delete(keys.submitted("gone-owner"))
+    reply = scripts.complete(
+        task_id="t1",
+        job_id=JOB,
+        owner="gone-owner",
+        node_id=None,
+        returns=[ReturnValue("t1r1", b"v")],
+    )
+    assert Scripts.parse_complete(reply)[0] == 1
+    assert redis_client.exists(keys.obj("t1r1"))
+    assert not redis_client.exists(keys.inbox("gone-owner"))
 
 
 def test_actor_dead_does_not_bring_back_a_record_deleted_with_its_job(

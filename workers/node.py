@@ -281,6 +281,8 @@ class NodeAgent:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda signum, frame: self.slots.poke())
         self.register()
+        # short of memory already: no executor may claim before it knows
+        self.memory.check_machine()
         for _ in range(self.min_executors):
             self.spawn()
         with self.client.pipeline(transaction=False) as pipe:

@@ -24,10 +24,12 @@
 -- KEYS[16] mailbox     STREAM the actor's mailbox, for an actor call (else unused)
 -- KEYS[17] cancelled   SET the actor's cancelled calls, for an actor call (else unused)
 -- KEYS[18] deadletters STREAM (the claim's: ready entries that name no queued task)
--- KEYS[19 .. 18+B]     bell LIST of each shape named in ARGV (dependants made ready,
+-- KEYS[19] submitted   STRING the owner's submission watermark: it exists while the
+--                      owner does (no notice goes to the inbox of one that is gone)
+-- KEYS[20 .. 19+B]     bell LIST of each shape named in ARGV (dependants made ready,
 --                      and the shapes the next claim may take)
--- KEYS[19+B .. 18+B+3N]  per return value: obj key, waiters key, done key
--- KEYS[19+B+3N .. ]      per staged (large) return value: its staging key, in order
+-- KEYS[20+B .. 19+B+3N]  per return value: obj key, waiters key, done key
+-- KEYS[20+B+3N .. ]      per staged (large) return value: its staging key, in order
 --
 -- ARGV[1]  task id
 -- ARGV[2]  job id
@@ -63,7 +65,7 @@ local N = tonumber(ARGV[4])
 local notice_limit = tonumber(ARGV[5])
 local final = ARGV[6] ~= 'y'
 local argv_base = 12 + B
-local keys_base = 18 + B
+local keys_base = 19 + B
 local staged_base = keys_base + 3 * N
 
 local claim_fresh = false
@@ -74,7 +76,7 @@ local function finish(stored, missed)
     local shapes, bells = {}, {}
     for b = 1, B do
       shapes[b] = ARGV[12 + b]
-      bells[b] = KEYS[18 + b]
+      bells[b] = KEYS[19 + b]
     end
     local k = {
       ready = KEYS[4], spec = KEYS[1], state = KEYS[2], avail = KEYS[6], gpus = KEYS[7],
@@ -139,7 +141,7 @@ if redis.call('HEXISTS', KEYS[9], jid) == 0 then
 end
 
 local bells = {}
-for b = 1, B do bells[ARGV[12 + b]] = KEYS[18 + b] end
+for b = 1, B do bells[ARGV[12 + b]] = KEYS[19 + b] end
 local missed = {}
 local function make_ready(t)
   local state = redis.call('HGET', KEYS[2], t)
@@ -215,7 +217,7 @@ for r = 1, N do
 end
 -- (a task-done notice may repeat when this runs twice: it only frees argument refs)
 if N == 0 and final then notices[1] = 't' .. tid .. '\0' end
-if #notices > 0 and notice_limit >= 0 then
+if #notices > 0 and notice_limit >= 0 and redis.call('EXISTS', KEYS[19]) == 1 then
   -- in chunks: unpack() of many thousands of values fails in Lua
   for at = 1, #notices, 1000 do
     redis.call('RPUSH', KEYS[12], unpack(notices, at, math.min(at + 999, #notices)))
