@@ -42,6 +42,7 @@ import redis
 import redray
 from redray import api
 from redray.constants import RESOURCE_UNIT, Keys
+from redray.node_launch import spawn_node
 from redray.resources import to_units, validate_name
 from redray.server import start_server
 from redray.settings import Settings
@@ -704,13 +705,8 @@ def _launch_node(
     config = dataclasses.replace(node, address=settings.to_url(), node_id=node_id)
     log_path = session / "logs" / f"node-{node_id}.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "redray.workers.node", json.dumps(dataclasses.asdict(config))],
-            env=_child_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        proc = spawn_node(
+            dataclasses.asdict(config), env=_child_env(), stdout=log, stderr=subprocess.STDOUT
         )
     try:
         entry = _entry_for(

@@ -7,8 +7,8 @@ Ray program working.
 from __future__ import annotations
 
 import atexit
-import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -25,6 +25,7 @@ from .connections import connection_error
 from .constants import ADDRESS_FILE_NAME, Keys
 from .context import RuntimeContext
 from .generator import ObjectRefGenerator
+from .node_launch import spawn_node
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .resources import from_units, node_info, units_of
@@ -225,9 +226,12 @@ def _start_local(
 ) -> Settings:
     binary = binary or os.environ.get("REDRAY_REDIS_SERVER") or None
     # The node process imports while the server starts: both take ~100 ms.
-    server = launch_server(binary=binary)
+    # A private server still listens on a port every local user can reach:
+    # without the password nobody else can run code through it.
+    password = secrets.token_hex(24)
+    server = launch_server(binary=binary, password=password)
     _global.server = server
-    settings = Settings(host=server.host, port=server.port)
+    settings = Settings(host=server.host, port=server.port, password=password)
     node_id = ids.random_id(14)
     config = {
         "address": settings.to_url(),
@@ -250,9 +254,9 @@ def _start_local(
     except RuntimeError:
         # most likely the port was taken between choosing and binding it
         _teardown_local()
-        server = start_server(binary=binary)
+        server = start_server(binary=binary, password=password)
         _global.server = server
-        settings = Settings(host=server.host, port=server.port)
+        settings = Settings(host=server.host, port=server.port, password=password)
         _spawn_node(
             {
                 **config,
@@ -266,12 +270,7 @@ def _start_local(
 
 
 def _spawn_node(config: dict[str, Any], env: dict[str, str]) -> None:
-    _global.node_process = subprocess.Popen(
-        [sys.executable, "-m", "redray.workers.node", json.dumps(config)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    _global.node_process = spawn_node(config, env=env)
     _global.node_id = config["node_id"]
 
 

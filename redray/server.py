@@ -7,6 +7,7 @@ The binary is found in this order: an explicit path, ``redis-server`` or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
+#: the config file that carries the server's password (mode 0600)
+AUTH_CONFIG = "redray-auth.conf"
 
 
 def find_server_binary(explicit: str | None = None) -> str:
@@ -62,6 +66,8 @@ class ServerProcess:
     directory: str
     owns_directory: bool = True
     extra: dict[str, str] = field(default_factory=dict)
+    #: the ``requirepass`` the server was started with (None: no password)
+    password: str | None = None
 
     @property
     def pid(self) -> int:
@@ -77,6 +83,9 @@ class ServerProcess:
                 self.process.wait(timeout)
         if self.owns_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
+        elif self.password is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.directory, AUTH_CONFIG))
 
 
 def launch_server(
@@ -87,15 +96,24 @@ def launch_server(
     directory: str | None = None,
     appendonly: bool = False,
     extra_args: list[str] | None = None,
+    password: str | None = None,
 ) -> ServerProcess:
-    """Start a server process without waiting for it (see ``wait_ready``)."""
+    """Start a server process without waiting for it (see ``wait_ready``).
+
+    With ``password`` the server refuses clients that do not authenticate;
+    the password goes in a config file only its owner can read, never on the
+    server's command line (where ``ps`` shows it to every local user)."""
     exe = find_server_binary(binary)
     owns = directory is None
     workdir = directory or tempfile.mkdtemp(prefix="redray-server-")
     Path(workdir).mkdir(parents=True, exist_ok=True)
     chosen = port or free_port(host)
+    config_file: list[str] = []
+    if password is not None:
+        config_file = [_write_password_config(workdir, password)]
     args = [
         exe,
+        *config_file,
         "--port",
         str(chosen),
         "--bind",
@@ -113,7 +131,7 @@ def launch_server(
         "--daemonize",
         "no",
         "--protected-mode",
-        "no",
+        "yes" if password is not None else "no",
         "--loglevel",
         "warning",
         "--logfile",
@@ -137,13 +155,27 @@ def launch_server(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    return ServerProcess(proc, host, chosen, workdir, owns)
+    return ServerProcess(proc, host, chosen, workdir, owns, password=password)
+
+
+def _write_password_config(directory: str, password: str) -> str:
+    if any(c.isspace() or c in "\"'" for c in password):
+        raise ValueError("A Redis password for redray's server may not contain spaces or quotes.")
+    path = os.path.join(directory, AUTH_CONFIG)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"requirepass {password}\n")
+    return path
 
 
 def wait_ready(server: ServerProcess, timeout: float = 10.0) -> None:
     """Wait until the server answers PING; RuntimeError if it exits or stalls."""
     client = redis.Redis(
-        host=server.host, port=server.port, socket_connect_timeout=0.2, socket_timeout=1
+        host=server.host,
+        port=server.port,
+        password=server.password,
+        socket_connect_timeout=0.2,
+        socket_timeout=1,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -177,6 +209,7 @@ def start_server(
     appendonly: bool = False,
     extra_args: list[str] | None = None,
     timeout: float = 10.0,
+    password: str | None = None,
 ) -> ServerProcess:
     """Start a server on a free loopback port (or ``port``) and wait until it answers."""
     attempts = 3 if port is None else 1
@@ -189,6 +222,7 @@ def start_server(
             directory=directory,
             appendonly=appendonly,
             extra_args=extra_args,
+            password=password,
         )
         try:
             wait_ready(server, timeout)

@@ -23,6 +23,7 @@ import redis
 
 import redray
 from redray.constants import Keys
+from redray.node_launch import spawn_node
 from redray.server import ServerProcess, free_port, launch_server, start_server, wait_ready
 from redray.settings import Settings
 
@@ -135,8 +136,12 @@ def start_node(
             "node_id": node_id,
             **(config or {}),
         }
-        cmd = [sys.executable, "-m", "redray.workers.node", json.dumps(node_config)]
-    proc = subprocess.Popen(cmd, env=full_env, start_new_session=True, stdin=subprocess.DEVNULL)
+        cmd = []
+    if cmd:
+        proc = subprocess.Popen(cmd, env=full_env, start_new_session=True, stdin=subprocess.DEVNULL)
+    else:
+        # as init() and `redray start` do: the configuration on stdin
+        proc = spawn_node(node_config, env=full_env)
     client = settings.client(blocking=True)
     key = Keys(settings.prefix).node_ready(node_id)
     deadline = time.monotonic() + timeout

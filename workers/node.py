@@ -36,6 +36,7 @@ from redray import ids, jobs, recovery
 from redray.cluster import Cluster
 from redray.connections import TRANSIENT, blocking_call
 from redray.constants import Keys
+from redray.node_launch import read_config
 from redray.resources import node_totals
 from redray.settings import Settings
 
@@ -609,7 +610,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    config = NodeConfig(**json.loads(args[0]))
+    config = NodeConfig(**read_config(args))
     logging.basicConfig(level=logging.WARNING, format="(redray node) %(levelname)s %(message)s")
     NodeAgent(config).run()
 
