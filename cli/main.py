@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -50,6 +51,8 @@ from redray.workers.node import NodeAgent, NodeConfig
 
 DEFAULT_PORT = 6379
 STATE_FILE_NAME = "started.json"
+#: how ``start`` hands the head's password to ``launch-server``
+SERVER_PASSWORD_ENV = "REDRAY_SERVER_PASSWORD"
 LOCK_FILE_NAME = "started.lock"
 #: Largest difference (seconds) between a recorded and a live process creation time
 #: for both to be the same process.
@@ -81,9 +84,14 @@ def _new_session_dir() -> Path:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace ``path`` with ``text``, readable by this user only (the
+    address file and the state file hold the cluster's password)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)  # a leftover keeps its mode through O_CREAT
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
     os.replace(tmp, path)
 
 
@@ -468,7 +476,7 @@ def worker(
         ) from None
 
 
-_HEAD_ONLY = ("port", "host", "redis_server", "appendonly")
+_HEAD_ONLY = ("port", "host", "password", "password_file", "redis_server", "appendonly")
 
 
 @cli.command()
@@ -490,8 +498,18 @@ _HEAD_ONLY = ("port", "host", "redis_server", "appendonly")
     default="127.0.0.1",
     show_default=True,
     envvar="REDRAY_HOST",
-    help="Interface the head's Redis server listens on; 0.0.0.0 lets other machines join "
-    "(the server has no password: keep the port private).",
+    help="Interface the head's Redis server listens on; 0.0.0.0 lets other machines join.",
+)
+@click.option(
+    "--password",
+    envvar="REDRAY_PASSWORD",
+    help="The head's Redis password [default: a random one, kept in the session's address "
+    "file]. Prefer REDRAY_PASSWORD or --password-file: a command line is visible in `ps`.",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Read the head's Redis password from this file.",
 )
 @_node_options
 @click.option(
@@ -521,6 +539,8 @@ def start(
     address: str | None,
     port: int,
     host: str,
+    password: str | None,
+    password_file: str | None,
     num_cpus: float | None,
     num_gpus: float | None,
     resources: dict[str, float],
@@ -531,7 +551,12 @@ def start(
     appendonly: bool,
     startup_timeout: float,
 ) -> None:
-    """Start a cluster's head (--head) or add a node to one (--address), in the background."""
+    """Start a cluster's head (--head) or add a node to one (--address), in the background.
+
+    A head's Redis server always has a password (a random one unless given):
+    the address, with it, is kept in a file only you can read, so that
+    ``redray.init(address="auto")``, ``redray worker``, ``status`` and ``stop``
+    on this machine find it."""
     if head == (address is not None):
         raise click.UsageError(
             "Pass --head to start a new cluster or --address to join one (not both)."
@@ -555,7 +580,10 @@ def start(
         min_free_memory=min_free_memory,
     )
     if head:
-        _start_head(node, host, port, redis_server, appendonly, startup_timeout)
+        server = HeadServer(
+            host, port, _head_password(password, password_file), redis_server, appendonly
+        )
+        _start_head(node, server, startup_timeout)
     else:
         assert address is not None
         _start_joined(node, _resolve(address), startup_timeout)
@@ -568,24 +596,56 @@ def _running_head() -> dict[str, Any] | None:
     return None
 
 
-def _start_head(
-    node: NodeConfig,
-    host: str,
-    port: int,
-    binary: str | None,
-    appendonly: bool,
-    timeout: float,
-) -> None:
+def _head_password(password: str | None, password_file: str | None) -> str:
+    if password is not None and password_file is not None:
+        raise click.UsageError("Pass --password or --password-file, not both.")
+    if password_file is not None:
+        try:
+            password = Path(password_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(
+                f"could not read {password_file}: {exc}", param_hint="--password-file"
+            ) from None
+    if password is None:
+        return secrets.token_hex(24)
+    if not password or any(c.isspace() or c in "\"'" for c in password):
+        raise click.BadParameter(
+            "the password must be non-empty, without spaces or quotes",
+            param_hint="--password/--password-file",
+        )
+    return password
+
+
+def _shown(address: object) -> str:
+    """An address for messages: without its password."""
+    try:
+        return Settings.from_url(str(address)).display
+    except ValueError:
+        return "(unreadable address)"
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadServer:
+    """How ``start --head`` runs its Redis server."""
+
+    host: str
+    port: int
+    password: str
+    binary: str | None
+    appendonly: bool
+
+
+def _start_head(node: NodeConfig, head: HeadServer, timeout: float) -> None:
     running = _running_head()
     if running is not None:
         raise click.ClickException(
-            f"redray is already running on this machine at {running.get('address')} "
+            f"redray is already running on this machine at {_shown(running.get('address'))} "
             f"({_describe(running)}); run `redray stop` first."
         )
     session = _new_session_dir()
     started: list[dict[str, Any]] = []
     try:
-        server = _launch_server(session, host, port, binary, appendonly, timeout)
+        server = _launch_server(session, head, timeout)
         started.append(server)
         node_entry = _launch_node(node, Settings.from_url(server["address"]), session, timeout)
         started.append(node_entry)
@@ -594,15 +654,20 @@ def _start_head(
         raise
     address = server["address"]
     _write_address(address)
+    where = api.address_file()
     click.echo(f"Started a redray head: {_describe(server)} and {_describe(node_entry)}.")
     click.echo(f"Logs: {session / 'logs'}")
     click.echo("")
-    click.echo(f"Cluster address: {address}")
+    click.echo(f"Cluster address: {_shown(address)} (password protected)")
+    click.echo(f"The address with its password is in {where} (readable by you only).")
     click.echo("")
     click.echo("Next steps")
-    click.echo("  To add another node to this cluster, run (background or foreground)")
-    click.echo(f"    redray start --address='{address}'")
-    click.echo(f"    redray worker --address='{address}'")
+    click.echo("  To add a node on this machine, run (background or foreground)")
+    click.echo("    redray start --address=auto")
+    click.echo("    redray worker --address=auto")
+    click.echo("  To add a node on another machine, copy that file there (e.g. with scp) and")
+    click.echo("  hand the address over in the environment, not on a command line:")
+    click.echo(f'    REDRAY_ADDRESS="$(cat {where.name})" redray worker')
     click.echo("  To connect to this cluster from Python:")
     click.echo("    import redray")
     click.echo('    redray.init(address="auto")')
@@ -638,28 +703,29 @@ def _undo(started: list[dict[str, Any]]) -> None:
     _forget(started)
 
 
-def _launch_server(
-    session: Path, host: str, port: int, binary: str | None, appendonly: bool, timeout: float
-) -> dict[str, Any]:
-    """Start the head's server in a session of its own (through ``launch-server``)."""
+def _launch_server(session: Path, head: HeadServer, timeout: float) -> dict[str, Any]:
+    """Start the head's server in a session of its own (through ``launch-server``;
+    the password travels in its environment, not on its command line)."""
     logs = session / "logs"
     cmd = [
         sys.executable, "-m", "redray.cli.main", "launch-server",
-        "--host", host,
-        "--port", str(port),
+        "--host", head.host,
+        "--port", str(head.port),
         "--dir", str(session / "redis_data"),
         "--logfile", str(logs / "redis-server.log"),
         "--timeout", str(timeout),
     ]  # fmt: skip
-    if binary:
-        cmd += ["--redis-server", binary]
-    if appendonly:
+    if head.binary:
+        cmd += ["--redis-server", head.binary]
+    if head.appendonly:
         cmd.append("--appendonly")
     err_path = logs / "redis-server-launcher.err"
+    env = _child_env()
+    env[SERVER_PASSWORD_ENV] = head.password
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
             cmd,
-            env=_child_env(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=err,
@@ -680,13 +746,13 @@ def _launch_server(
         reply = {"error": f"its launcher exited with code {proc.returncode}:\n{_tail(err_path)}"}
     if "error" in reply:
         raise click.ClickException(f"Could not start the Redis server: {reply['error']}")
-    advertised = host
-    if host in ("0.0.0.0", "::", ""):
+    advertised = head.host
+    if head.host in ("0.0.0.0", "::", ""):
         try:
             advertised = socket.gethostbyname(socket.gethostname())
         except OSError:
             advertised = "127.0.0.1"
-    address = Settings(host=advertised, port=int(reply["port"])).to_url()
+    address = Settings(host=advertised, port=int(reply["port"]), password=head.password).to_url()
     try:
         entry = _entry_for(int(reply["pid"]), "server", address=address, session_dir=str(session))
     except psutil.NoSuchProcess:
@@ -776,8 +842,10 @@ def launch_server(
     """Start a server, print {"pid", "port"} as JSON and exit, leaving the server running.
 
     ``start`` runs this in a new session, so the server is detached from the
-    terminal and from ``start``'s process group.
+    terminal and from ``start``'s process group. The password, if any, comes
+    in the environment (``REDRAY_SERVER_PASSWORD``).
     """
+    password = os.environ.get(SERVER_PASSWORD_ENV) or None
     try:
         server = start_server(
             binary=redis_server,
@@ -787,6 +855,7 @@ def launch_server(
             appendonly=appendonly,
             extra_args=["--logfile", logfile],
             timeout=timeout,
+            password=password,
         )
     except (RuntimeError, OSError) as exc:
         message = str(exc)
@@ -797,7 +866,7 @@ def launch_server(
         sys.exit(1)
     # start_server() is content with any answer to PING on the port: make sure
     # the answer came from our server, not from another one that holds the port
-    client = redis.Redis(host=server.host, port=server.port, socket_timeout=5)
+    client = redis.Redis(host=server.host, port=server.port, password=password, socket_timeout=5)
     try:
         answering = int(client.info("server").get("process_id", -1))
     except redis.RedisError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+import redis
 from click.testing import CliRunner
 from conftest import start_node, worker_env
 
@@ -260,9 +262,13 @@ def test_start_head_init_auto_and_stop(redray_tmp: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert address in result.stdout
     assert 'redray.init(address="auto")' in result.stdout
-    assert f"redray worker --address='{address}'" in result.stdout
+    assert "redray worker --address=auto" in result.stdout
+    assert 'REDRAY_ADDRESS="$(cat ' in result.stdout
 
-    assert api.address_file().read_text().strip() == address
+    # the address file holds the address with the generated password
+    saved = Settings.from_url(api.address_file().read_text().strip())
+    assert saved.display == address and saved.password
+    assert saved.password not in result.stdout + result.stderr
     entries = main.read_state()
     assert sorted(e["kind"] for e in entries) == ["node", "server"]
     procs = [psutil.Process(e["pid"]) for e in entries]
@@ -305,6 +311,61 @@ def test_start_head_init_auto_and_stop(redray_tmp: Path) -> None:
     again = CliRunner().invoke(cli, ["stop"])
     assert again.exit_code == 0
     assert "No redray processes" in again.output
+
+
+def test_head_takes_its_password_from_a_file_and_no_process_shows_it(
+    redray_tmp: Path, tmp_path: Path
+) -> None:
+    secret = "head-" + os.urandom(12).hex()
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(secret + "\n")
+    port = free_port()
+    result = run_cli(
+        "start", "--head", "--port", str(port), "--num-cpus", "1",
+        "--password-file", str(pw_file), *server_args(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        assert secret not in result.stdout + result.stderr
+        for path in (api.address_file(), main.state_file()):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        saved = Settings.from_url(api.address_file().read_text().strip())
+        assert saved.password == secret
+        anonymous = redis.Redis(host="127.0.0.1", port=port, protocol=2)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.set("planted", "x")
+        anonymous.close()
+        redray.init(address="auto")
+        assert redray.get(double.remote(4)) == 8
+        redray.shutdown()
+        status = CliRunner().invoke(cli, ["status"])
+        assert status.exit_code == 0, status.output
+        assert secret not in status.output
+        procs = [psutil.Process(e["pid"]) for e in main.read_state()]
+        lines = [" ".join(p.cmdline()) for p in procs]
+        lines += [" ".join(c.cmdline()) for p in procs for c in p.children(recursive=True)]
+        assert len(lines) >= 3  # the server, the node and an executor
+        assert not any(secret in line for line in lines)
+    finally:
+        stopped = CliRunner().invoke(cli, ["stop"])
+    assert stopped.exit_code == 0, stopped.output
+    assert not api.address_file().exists()
+
+
+def test_head_refuses_two_passwords(redray_tmp: Path, tmp_path: Path) -> None:
+    pw_file = tmp_path / "pw"
+    pw_file.write_text("one\n")
+    result = CliRunner().invoke(
+        cli, ["start", "--head", "--password", "two", "--password-file", str(pw_file)]
+    )
+    assert result.exit_code == 2
+    assert "not both" in result.output
+
+
+def test_a_password_is_refused_when_only_joining(redray_tmp: Path) -> None:
+    result = CliRunner().invoke(cli, ["start", "--address", "auto", "--password", "x"])
+    assert result.exit_code == 2
+    assert "--password only apply with --head" in result.output
 
 
 @pytest.mark.parametrize("force", [False, True], ids=["sigterm", "force"])

@@ -13,7 +13,7 @@ import uuid
 import psutil
 import pytest
 import redis
-from conftest import wait_for, worker_env
+from conftest import Node, wait_for, worker_env
 
 import redray
 from redray.constants import Keys
@@ -112,10 +112,5 @@ def test_a_worker_given_the_address_in_its_environment_shows_no_password(passwor
         lines = [" ".join(node.cmdline()), *_cmdlines(node)]
         assert not any(PASSWORD in line for line in lines)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        Node(proc, node_id, settings).stop()
         client.close()
