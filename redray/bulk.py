@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from .buffers import allocate
+from .connections import tls_context
 from .settings import Settings
 
 _CRLF = b"\r\n"
@@ -67,6 +68,13 @@ class BulkChannel:
             except OSError:
                 pass
         sock.settimeout(max(s.socket_timeout, 60.0))
+        if s.tls:
+            try:
+                sock = tls_context(s).wrap_socket(sock, server_hostname=s.host)
+            except (OSError, ValueError) as exc:
+                sock.close()
+                message = f"TLS handshake with {s.display} failed: {exc}"
+                raise redis.ConnectionError(message) from exc
         self._sock = sock
         self._rfile = sock.makefile("rb", buffering=_DIRECT)
         if s.password is not None:

@@ -19,6 +19,7 @@ network black-holes. So:
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -55,6 +56,16 @@ class Settings(Protocol):
     def outage_budget(self) -> float: ...
     @property
     def display(self) -> str: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def ssl_ca_certs(self) -> str | None: ...
+    @property
+    def ssl_certfile(self) -> str | None: ...
+    @property
+    def ssl_keyfile(self) -> str | None: ...
+    @property
+    def ssl_cert_reqs(self) -> str: ...
 
 
 #: A blocking read's socket times out this long after its server-side block.
@@ -98,6 +109,34 @@ def _retry(settings: Settings) -> Retry:
     return BudgetRetry(settings.outage_budget)
 
 
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    if not settings.tls:
+        return {}
+    return {
+        "ssl": True,
+        "ssl_ca_certs": settings.ssl_ca_certs,
+        "ssl_certfile": settings.ssl_certfile,
+        "ssl_keyfile": settings.ssl_keyfile,
+        "ssl_cert_reqs": settings.ssl_cert_reqs,
+        "ssl_check_hostname": settings.ssl_cert_reqs == "required",
+    }
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of a ``rediss://`` address, for sockets redray opens
+    itself (the large-object channel), matching what redis-py does."""
+    ctx = ssl.create_default_context(cafile=settings.ssl_ca_certs)
+    ctx.check_hostname = settings.ssl_cert_reqs == "required"
+    ctx.verify_mode = {
+        "required": ssl.CERT_REQUIRED,
+        "optional": ssl.CERT_OPTIONAL,
+        "none": ssl.CERT_NONE,
+    }[settings.ssl_cert_reqs]
+    if settings.ssl_certfile:
+        ctx.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    return ctx
+
+
 def _connect(settings: Settings, retry: Retry, socket_timeout: float | None) -> redis.Redis:
     return redis.Redis(
         host=settings.host,
@@ -114,6 +153,7 @@ def _connect(settings: Settings, retry: Retry, socket_timeout: float | None) -> 
         # RESP2 on every redis-py version: raw replies read by Batch have one
         # shape (redis-py 8 defaults to RESP3, older ones to RESP2)
         protocol=2,
+        **_tls_options(settings),
     )
 
 

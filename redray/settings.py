@@ -11,6 +11,18 @@ import redis
 
 from .constants import DEFAULT_PREFIX
 
+#: address schemes, and whether each means TLS
+_SCHEMES = {"redis": False, "valkey": False, "rediss": True, "valkeys": True}
+_TLS_PARAMS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+_CERT_REQS = ("required", "optional", "none")
+
+
+def _hide_password(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return url.replace(":" + parsed.password + "@", ":***@", 1)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -18,7 +30,9 @@ class Settings:
 
     ``Settings.from_url("redis://host:6379/0?prefix=redray")`` parses an address;
     ``to_url()`` gives it back, so a settings object can be handed to worker
-    processes on their command line.
+    processes. ``rediss://`` means TLS, with redis-py's query parameters
+    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` and ``ssl_cert_reqs``
+    (``required``, the default, ``optional`` or ``none``).
     """
 
     host: str = "127.0.0.1"
@@ -27,6 +41,15 @@ class Settings:
     username: str | None = None
     password: str | None = None
     prefix: str = DEFAULT_PREFIX
+    #: Talk TLS to the server (``rediss://``).
+    tls: bool = False
+    #: CA bundle that signed the server's certificate (default: the system's).
+    ssl_ca_certs: str | None = None
+    #: This client's certificate and key, for servers that ask for one.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    #: Whether the server's certificate must verify: required, optional or none.
+    ssl_cert_reqs: str = "required"
     #: Seconds to wait for a TCP connection to the server.
     connect_timeout: float = 5.0
     #: Seconds a non-blocking command may take before it counts as failed
@@ -39,13 +62,22 @@ class Settings:
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> Settings:
-        """Parse ``redis://[user:password@]host:port[/db][?prefix=P]``."""
+        """Parse ``redis[s]://[user:password@]host:port[/db][?prefix=P&ssl_...=...]``."""
         if "://" not in url:
             url = "redis://" + url
         parsed = urlparse(url)
-        if parsed.scheme not in ("redis", "valkey"):
-            raise ValueError(f"unsupported address scheme {parsed.scheme!r} in {url!r}")
+        if parsed.scheme not in _SCHEMES:
+            raise ValueError(
+                f"unsupported address scheme {parsed.scheme!r} in {_hide_password(url)!r} "
+                "(use redis:// or rediss:// for TLS)"
+            )
         query = parse_qs(parsed.query)
+        unknown = sorted(set(query) - {"prefix", *_TLS_PARAMS})
+        if unknown:
+            raise ValueError(
+                f"unknown address parameter(s) {', '.join(unknown)} in {_hide_password(url)!r} "
+                f"(known: prefix, {', '.join(_TLS_PARAMS)})"
+            )
         db_part = parsed.path.lstrip("/")
         try:
             port = parsed.port or 6379
@@ -61,8 +93,18 @@ class Settings:
         }
         if "prefix" in query:
             fields["prefix"] = query["prefix"][0]
+        fields["tls"] = _SCHEMES[parsed.scheme]
+        for name in _TLS_PARAMS:
+            if name in query:
+                fields[name] = query[name][0]
         fields.update(overrides)
-        return cls(**fields)
+        settings = cls(**fields)
+        if settings.ssl_cert_reqs not in _CERT_REQS:
+            raise ValueError(
+                f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}, "
+                f"not {settings.ssl_cert_reqs!r}"
+            )
+        return settings
 
     def to_url(self) -> str:
         """The address as a URL that ``from_url`` parses back to equal settings."""
@@ -74,10 +116,22 @@ class Settings:
         if auth:
             auth += "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        url = f"redis://{auth}{host}:{self.port}/{self.db}"
+        url = f"{self.scheme}://{auth}{host}:{self.port}/{self.db}"
+        params: dict[str, str] = {}
         if self.prefix != DEFAULT_PREFIX:
-            url += "?" + urlencode({"prefix": self.prefix})
+            params["prefix"] = self.prefix
+        if self.tls:
+            for name in _TLS_PARAMS:
+                value = getattr(self, name)
+                if value is not None and not (name == "ssl_cert_reqs" and value == "required"):
+                    params[name] = value
+        if params:
+            url += "?" + urlencode(params)
         return url
+
+    @property
+    def scheme(self) -> str:
+        return "rediss" if self.tls else "redis"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -85,7 +139,7 @@ class Settings:
     @property
     def display(self) -> str:
         """The address without the password, for messages."""
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        return f"{self.scheme}://{self.host}:{self.port}/{self.db}"
 
     def client(self, *, blocking: bool = False) -> redis.Redis:
         """A client with the retry policy of ``redray/connections.py``:

@@ -255,6 +255,27 @@ def proxy_factory(redis_server: ServerProcess) -> Iterator[Any]:
         proxy.stop()
 
 
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A TLS-only server with a password (tests/tlsserver.py). Skipped where no
+    server binary here can do TLS, unless ``REDRAY_REQUIRE_TLS`` is set (CI's
+    pass with Debian's redis-server): then that is a failure."""
+    import tlsserver
+
+    directory = tmp_path_factory.mktemp("tls")
+    certs = tlsserver.make_certificates(directory)
+    for binary in tlsserver.candidates():
+        server = tlsserver.start(binary, directory, certs)
+        if server is not None:
+            yield server
+            server.stop()
+            return
+    message = f"no TLS-capable server binary among {tlsserver.candidates()}"
+    if os.environ.get("REDRAY_REQUIRE_TLS"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def settings_via(settings: Settings, proxy: Any) -> Settings:
     """The same cluster, reached through ``proxy``."""
     return settings.replace(port=proxy.port)

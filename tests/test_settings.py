@@ -39,7 +39,7 @@ def test_from_url_overrides() -> None:
     assert s.prefix == "other" and s.socket_timeout == 3.0 and s.db == 2
 
 
-@pytest.mark.parametrize("url", ["http://h:1", "rediss://h:1", "unix:///tmp/redis.sock", "ftp://x"])
+@pytest.mark.parametrize("url", ["http://h:1", "unix:///tmp/redis.sock", "ftp://x"])
 def test_from_url_bad_scheme(url: str) -> None:
     with pytest.raises(ValueError, match="scheme"):
         Settings.from_url(url)
@@ -65,6 +65,9 @@ def test_to_url() -> None:
         Settings(password="pw"),
         Settings(username="alice", password="pw", prefix="team-1"),
         Settings(host="10.1.2.3", prefix="a.b_c"),
+        Settings(tls=True),
+        Settings(tls=True, password="pw", ssl_ca_certs="/etc/ca dir/ca.pem", ssl_cert_reqs="none"),
+        Settings(tls=True, ssl_certfile="/c.pem", ssl_keyfile="/k.pem", prefix="p"),
     ],
 )
 def test_url_round_trip(s: Settings) -> None:
@@ -159,3 +162,29 @@ def test_the_default_client_retries_for_the_outage_budget_and_the_blocking_one_n
     assert not isinstance(single.get_retry(), BudgetRetry)
     # a blocking call bounds its own socket; the client's timeout is for the rest
     assert single.connection_pool.connection_kwargs["socket_timeout"] == s.socket_timeout
+
+
+def test_rediss_means_tls_with_redis_py_query_parameters() -> None:
+    s = Settings.from_url(
+        "rediss://:pw@h:6380/0?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem"
+        "&ssl_cert_reqs=optional"
+    )
+    assert s.tls and s.password == "pw"
+    assert (s.ssl_ca_certs, s.ssl_certfile, s.ssl_keyfile, s.ssl_cert_reqs) == (
+        "/ca.pem",
+        "/c.pem",
+        "/k.pem",
+        "optional",
+    )
+    assert s.display == "rediss://h:6380/0"
+
+
+def test_an_unknown_address_parameter_is_a_clear_error_that_hides_the_password() -> None:
+    with pytest.raises(ValueError, match="ssl_ca_cert") as info:
+        Settings.from_url("rediss://:secret@h:1/0?ssl_ca_cert=/ca.pem")
+    assert "secret" not in str(info.value)
+
+
+def test_a_bad_ssl_cert_reqs_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="ssl_cert_reqs"):
+        Settings.from_url("rediss://h:1/0?ssl_cert_reqs=maybe")
