@@ -143,8 +143,9 @@ class _Watcher:
     """Notes the server ports of the node agents a run starts, while it runs.
 
     The server itself cannot be told by its environment (redis-server and
-    valkey-server overwrite it with their process title); its port, read from
-    the node agent's command line, identifies it."""
+    valkey-server overwrite it with their process title); its port, the one
+    the node agent is connected to (its address is not on its command line),
+    identifies it."""
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -160,7 +161,13 @@ class _Watcher:
     def look(self) -> None:
         for proc, cmdline in _cluster_processes():
             if "redray.workers.node" in cmdline and _tagged(proc, self.token):
-                self.ports.update(re.findall(r"redis://127\.0\.0\.1:(\d+)/", cmdline))
+                try:
+                    conns = proc.net_connections(kind="tcp")
+                except psutil.Error:
+                    continue
+                self.ports.update(
+                    str(c.raddr.port) for c in conns if c.raddr and c.raddr.ip == "127.0.0.1"
+                )
 
     def __enter__(self) -> _Watcher:
         self.thread.start()
