@@ -41,8 +41,8 @@ import psutil
 import redis
 
 import redray
-from redray import api
-from redray.constants import RESOURCE_UNIT, Keys
+from redray import acl, api
+from redray.constants import DEFAULT_PREFIX, RESOURCE_UNIT, Keys
 from redray.node_launch import spawn_node
 from redray.resources import to_units, validate_name
 from redray.server import start_server
@@ -53,6 +53,8 @@ DEFAULT_PORT = 6379
 STATE_FILE_NAME = "started.json"
 #: how ``start`` hands the head's password to ``launch-server``
 SERVER_PASSWORD_ENV = "REDRAY_SERVER_PASSWORD"
+#: the ACL user a head's clients log in as (redray/acl.py)
+CLUSTER_USER = "redray"
 LOCK_FILE_NAME = "started.lock"
 #: Largest difference (seconds) between a recorded and a live process creation time
 #: for both to be the same process.
@@ -752,7 +754,9 @@ def _launch_server(session: Path, head: HeadServer, timeout: float) -> dict[str,
             advertised = socket.gethostbyname(socket.gethostname())
         except OSError:
             advertised = "127.0.0.1"
-    address = Settings(host=advertised, port=int(reply["port"]), password=head.password).to_url()
+    address = Settings(
+        host=advertised, port=int(reply["port"]), username=CLUSTER_USER, password=head.password
+    ).to_url()
     try:
         entry = _entry_for(int(reply["pid"]), "server", address=address, session_dir=str(session))
     except psutil.NoSuchProcess:
@@ -845,7 +849,12 @@ def launch_server(
     terminal and from ``start``'s process group. The password, if any, comes
     in the environment (``REDRAY_SERVER_PASSWORD``).
     """
+    # The cluster's user gets the password from `start`, limited to the
+    # cluster's keys and redray's commands; the server's default (admin) user
+    # gets a random one that only this launcher knows.
     password = os.environ.get(SERVER_PASSWORD_ENV) or None
+    admin = secrets.token_hex(24) if password is not None else None
+    users = [acl.config_line(CLUSTER_USER, DEFAULT_PREFIX, password)] if password else []
     try:
         server = start_server(
             binary=redis_server,
@@ -855,7 +864,8 @@ def launch_server(
             appendonly=appendonly,
             extra_args=["--logfile", logfile],
             timeout=timeout,
-            password=password,
+            password=admin,
+            users=users,
         )
     except (RuntimeError, OSError) as exc:
         message = str(exc)
@@ -866,7 +876,7 @@ def launch_server(
         sys.exit(1)
     # start_server() is content with any answer to PING on the port: make sure
     # the answer came from our server, not from another one that holds the port
-    client = redis.Redis(host=server.host, port=server.port, password=password, socket_timeout=5)
+    client = redis.Redis(host=server.host, port=server.port, password=admin, socket_timeout=5)
     try:
         answering = int(client.info("server").get("process_id", -1))
     except redis.RedisError as exc:
@@ -962,6 +972,17 @@ def status(address: str | None) -> None:
     for name in sorted(total, key=lambda n: (n not in ("CPU", "GPU"), n == "memory", n)):
         used = max(total[name] - available.get(name, 0.0), 0.0)
         click.echo(f"  {_format_quantity(name, used)}/{_format_quantity(name, total[name])} {name}")
+
+
+@cli.command("acl")
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="The cluster's prefix.")
+@click.option("--user", default=CLUSTER_USER, show_default=True, help="The ACL user's name.")
+def acl_command(prefix: str, user: str) -> None:
+    """Print the ACL SETUSER line of a least-privilege user for a cluster on a
+    Redis 6+ / Valkey server you run: the prefix's keys and channels, and
+    only the commands redray uses. Replace <password>, run it in redis-cli,
+    and give the cluster redis://USER:PASSWORD@host:port/0?prefix=PREFIX."""
+    click.echo(acl.setuser_line(user, prefix))
 
 
 @cli.command("dead-letters")

@@ -97,12 +97,14 @@ def launch_server(
     appendonly: bool = False,
     extra_args: list[str] | None = None,
     password: str | None = None,
+    users: list[str] | None = None,
 ) -> ServerProcess:
     """Start a server process without waiting for it (see ``wait_ready``).
 
     With ``password`` the server refuses clients that do not authenticate;
     the password goes in a config file only its owner can read, never on the
-    server's command line (where ``ps`` shows it to every local user)."""
+    server's command line (where ``ps`` shows it to every local user), and so
+    do ``users``, ACL ``user`` directives (``redray.acl.config_line``)."""
     exe = find_server_binary(binary)
     owns = directory is None
     workdir = directory or tempfile.mkdtemp(prefix="redray-server-")
@@ -110,7 +112,7 @@ def launch_server(
     chosen = port or free_port(host)
     config_file: list[str] = []
     if password is not None:
-        config_file = [_write_password_config(workdir, password)]
+        config_file = [_write_password_config(workdir, password, users or [])]
     args = [
         exe,
         *config_file,
@@ -158,13 +160,15 @@ def launch_server(
     return ServerProcess(proc, host, chosen, workdir, owns, password=password)
 
 
-def _write_password_config(directory: str, password: str) -> str:
+def _write_password_config(directory: str, password: str, users: list[str]) -> str:
     if any(c.isspace() or c in "\"'" for c in password):
         raise ValueError("A Redis password for redray's server may not contain spaces or quotes.")
     path = os.path.join(directory, AUTH_CONFIG)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(f"requirepass {password}\n")
+        for line in users:
+            handle.write(line + "\n")
     return path
 
 
@@ -210,6 +214,7 @@ def start_server(
     extra_args: list[str] | None = None,
     timeout: float = 10.0,
     password: str | None = None,
+    users: list[str] | None = None,
 ) -> ServerProcess:
     """Start a server on a free loopback port (or ``port``) and wait until it answers."""
     attempts = 3 if port is None else 1
@@ -223,6 +228,7 @@ def start_server(
             appendonly=appendonly,
             extra_args=extra_args,
             password=password,
+            users=users,
         )
         try:
             wait_ready(server, timeout)

@@ -330,7 +330,12 @@ def test_head_takes_its_password_from_a_file_and_no_process_shows_it(
         for path in (api.address_file(), main.state_file()):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         saved = Settings.from_url(api.address_file().read_text().strip())
-        assert saved.password == secret
+        assert saved.password == secret and saved.username == "redray"
+        # the cluster's user is limited to its keys and redray's commands
+        limited = saved.client()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            limited.flushall()
+        limited.close()
         anonymous = redis.Redis(host="127.0.0.1", port=port, protocol=2)
         with pytest.raises(redis.AuthenticationError):
             anonymous.set("planted", "x")
@@ -488,3 +493,11 @@ def test_version_and_help() -> None:
     for command in ("worker", "start", "stop", "status"):
         assert command in result.output
     assert "launch-server" not in result.output
+
+
+def test_acl_prints_a_least_privilege_user_for_a_prefix() -> None:
+    result = CliRunner().invoke(cli, ["acl", "--prefix", "team1", "--user", "u1"])
+    assert result.exit_code == 0, result.output
+    line = result.output.strip()
+    assert line.startswith("ACL SETUSER u1 reset on ><password> ~{team1}:* &{team1}:* -@all ")
+    assert "+evalsha" in line and "+flushall" not in line
