@@ -392,8 +392,37 @@ def _check_executors(min_executors: int | None, max_executors: int | None) -> No
         )
 
 
-def _resolve(address: str, option: str = "--address") -> Settings:
-    """The settings of ``address`` ('auto': the cluster ``redray start`` started)."""
+def _read_file(path: str, option: str) -> str:
+    """A credential kept in a file (its surrounding whitespace dropped)."""
+    try:
+        text = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"could not read {path}: {exc}", param_hint=option) from None
+    if not text:
+        raise click.BadParameter(f"{path} is empty", param_hint=option)
+    return text
+
+
+def _read_secret(secret_file: str | None) -> str | None:
+    return None if secret_file is None else _read_file(secret_file, "'--secret-file'")
+
+
+def _secret_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--secret-file``; the secret itself comes from REDRAY_SECRET, never
+    from a command line."""
+    return click.option(
+        "--secret-file",
+        type=click.Path(exists=True, dir_okay=False),
+        envvar="REDRAY_SECRET_FILE",
+        help="File holding the cluster secret that signs payloads [default: REDRAY_SECRET, "
+        "or the secret of the cluster `redray start` started here].",
+    )(fn)
+
+
+def _resolve(address: str, option: str = "--address", secret_file: str | None = None) -> Settings:
+    """The settings of ``address`` ('auto': the cluster ``redray start``
+    started), with the cluster secret (``--secret-file``, REDRAY_SECRET, or
+    the one ``redray start`` keeps for the cluster it started here)."""
     try:
         resolved = api._resolve_address(address)
     except ConnectionError as exc:
@@ -403,8 +432,9 @@ def _resolve(address: str, option: str = "--address") -> Settings:
             f"{address!r} is not a cluster address; pass redis://host:port or 'auto'.",
             param_hint=f"'{option}'",
         )
+    secret = api.resolve_secret(resolved, _read_secret(secret_file))
     try:
-        return Settings.from_url(resolved)
+        return Settings.from_url(resolved, secret=secret)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
@@ -435,6 +465,7 @@ def cli() -> None:
     help="The cluster's Redis, redis://host:port[/db]; 'auto' for the one `redray start` started.",
 )
 @_node_options
+@_secret_option
 @click.option("--node-id", envvar="REDRAY_NODE_ID", hidden=True)
 def worker(
     address: str,
@@ -444,12 +475,14 @@ def worker(
     min_executors: int | None,
     max_executors: int | None,
     min_free_memory: float | None,
+    secret_file: str | None,
     node_id: str | None,
 ) -> None:
     """Run a worker node in the foreground until SIGTERM or Ctrl-C."""
     _check_executors(min_executors, max_executors)
-    settings = _resolve(address)
+    settings = _resolve(address, secret_file=secret_file)
     config = NodeConfig(
+        secret=settings.secret,
         address=settings.to_url(),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
@@ -534,6 +567,7 @@ _HEAD_ONLY = ("port", "host", "password", "password_file", "redis_server", "appe
     show_default=True,
     help="Seconds to wait for the server and the node to come up.",
 )
+@_secret_option
 @click.pass_context
 def start(
     ctx: click.Context,
@@ -552,13 +586,16 @@ def start(
     redis_server: str | None,
     appendonly: bool,
     startup_timeout: float,
+    secret_file: str | None,
 ) -> None:
     """Start a cluster's head (--head) or add a node to one (--address), in the background.
 
     A head's Redis server always has a password (a random one unless given):
     the address, with it, is kept in a file only you can read, so that
     ``redray.init(address="auto")``, ``redray worker``, ``status`` and ``stop``
-    on this machine find it."""
+    on this machine find it. A head also makes the cluster secret that signs
+    every payload (unless REDRAY_SECRET or --secret-file gives one) and keeps
+    it beside the address, readable by you only."""
     if head == (address is not None):
         raise click.UsageError(
             "Pass --head to start a new cluster or --address to join one (not both)."
@@ -585,10 +622,11 @@ def start(
         server = HeadServer(
             host, port, _head_password(password, password_file), redis_server, appendonly
         )
-        _start_head(node, server, startup_timeout)
+        secret = _read_secret(secret_file) or os.environ.get("REDRAY_SECRET")
+        _start_head(node, server, secret or secrets.token_hex(32), startup_timeout)
     else:
         assert address is not None
-        _start_joined(node, _resolve(address), startup_timeout)
+        _start_joined(node, _resolve(address, secret_file=secret_file), startup_timeout)
 
 
 def _running_head() -> dict[str, Any] | None:
@@ -602,12 +640,7 @@ def _head_password(password: str | None, password_file: str | None) -> str:
     if password is not None and password_file is not None:
         raise click.UsageError("Pass --password or --password-file, not both.")
     if password_file is not None:
-        try:
-            password = Path(password_file).read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise click.BadParameter(
-                f"could not read {password_file}: {exc}", param_hint="--password-file"
-            ) from None
+        password = _read_file(password_file, "--password-file")
     if password is None:
         return secrets.token_hex(24)
     if not password or any(c.isspace() or c in "\"'" for c in password):
@@ -637,7 +670,7 @@ class HeadServer:
     appendonly: bool
 
 
-def _start_head(node: NodeConfig, head: HeadServer, timeout: float) -> None:
+def _start_head(node: NodeConfig, head: HeadServer, secret: str, timeout: float) -> None:
     running = _running_head()
     if running is not None:
         raise click.ClickException(
@@ -649,27 +682,33 @@ def _start_head(node: NodeConfig, head: HeadServer, timeout: float) -> None:
     try:
         server = _launch_server(session, head, timeout)
         started.append(server)
-        node_entry = _launch_node(node, Settings.from_url(server["address"]), session, timeout)
+        settings = Settings.from_url(server["address"], secret=secret)
+        node_entry = _launch_node(node, settings, session, timeout)
         started.append(node_entry)
     except BaseException:
         _undo(started)
         raise
     address = server["address"]
     _write_address(address)
+    _write_atomic(api.secret_file(), secret + "\n")
     where = api.address_file()
     click.echo(f"Started a redray head: {_describe(server)} and {_describe(node_entry)}.")
     click.echo(f"Logs: {session / 'logs'}")
     click.echo("")
     click.echo(f"Cluster address: {_shown(address)} (password protected)")
-    click.echo(f"The address with its password is in {where} (readable by you only).")
+    click.echo(f"The address with its password is in {where} (readable by you only),")
+    click.echo(f"and the secret that signs every payload in {api.secret_file()}.")
     click.echo("")
     click.echo("Next steps")
     click.echo("  To add a node on this machine, run (background or foreground)")
     click.echo("    redray start --address=auto")
     click.echo("    redray worker --address=auto")
-    click.echo("  To add a node on another machine, copy that file there (e.g. with scp) and")
-    click.echo("  hand the address over in the environment, not on a command line:")
-    click.echo(f'    REDRAY_ADDRESS="$(cat {where.name})" redray worker')
+    click.echo("  To add a node on another machine, copy both files there (e.g. with scp) and")
+    click.echo("  hand them over in the environment, not on a command line:")
+    click.echo(
+        f'    REDRAY_ADDRESS="$(cat {where.name})" '
+        f'REDRAY_SECRET="$(cat {api.secret_file().name})" redray worker'
+    )
     click.echo("  To connect to this cluster from Python:")
     click.echo("    import redray")
     click.echo('    redray.init(address="auto")')
@@ -772,7 +811,9 @@ def _launch_node(
 ) -> dict[str, Any]:
     """Start a node agent in a session of its own and wait until it is up."""
     node_id = uuid.uuid4().hex[:16]
-    config = dataclasses.replace(node, address=settings.to_url(), node_id=node_id)
+    config = dataclasses.replace(
+        node, address=settings.to_url(), node_id=node_id, secret=settings.secret
+    )
     log_path = session / "logs" / f"node-{node_id}.log"
     with open(log_path, "ab") as log:
         proc = spawn_node(
@@ -924,6 +965,7 @@ def stop(force: bool, grace_period: float) -> None:
         failed += more[2]
         _write_state(failed)
     api.address_file().unlink(missing_ok=True)
+    api.secret_file().unlink(missing_ok=True)
     for entry in stopped:
         click.echo(f"Stopped {_describe(entry)}.")
     for entry in not_running:

@@ -19,7 +19,7 @@ from __future__ import annotations
 COMMANDS = (
     "blpop", "del", "discard", "eval", "evalsha", "exec", "exists", "expire", "get",
     "hdel", "hexists", "hget", "hgetall", "hincrby", "hkeys", "hmget", "hset", "hsetnx",
-    "hvals", "incr", "incrby", "llen", "lpop", "ltrim", "multi", "pexpire", "ping",
+    "hvals", "incr", "incrby", "llen", "lpop", "lpush", "ltrim", "multi", "pexpire", "ping",
     "publish", "rename", "rpush", "sadd", "script|exists", "script|load", "select",
     "set", "smembers", "spop", "srandmember", "srem", "subscribe", "time", "unlink",
     "unsubscribe", "xack", "xadd", "xclaim", "xdel", "xgroup|create",

@@ -255,7 +255,7 @@ class ActorClass(Generic[T]):
                 "is_async": self._is_async,
             },
         )
-        runtime.submit(tid, shape, ts.encode(spec), deps, holds, [])
+        runtime.submit(tid, shape, ts.seal(runtime.signer, spec), deps, holds, [])
         handle: ActorHandle[T] = ActorHandle(actor_id, meta, opts.get("max_pending_calls", -1))
         return handle
 
@@ -364,7 +364,9 @@ class ActorHandle(Generic[T]):
             extra={"method": method, "actor": self._actor_id},
             namespace=runtime.namespace,
         )
-        runtime.submit_actor_call(self._actor_id, tid, ts.encode(spec), holds, returns)
+        runtime.submit_actor_call(
+            self._actor_id, tid, ts.seal(runtime.signer, spec, self._actor_id), holds, returns
+        )
         if self._max_pending > 0 and num_returns:
             self._pending.append(tid)
         return result_of_call(runtime, tid, num_returns, returns)

@@ -51,7 +51,7 @@ def finalize(
     client = cluster.client
     info = actor_info(cluster, actor_id)
     if info:
-        record = death_record(cluster.error_frames, error)
+        record = death_record(cluster.error_frames, cluster.signer, actor_id, error)
         cluster.scripts.actor_dead(
             actor_id=actor_id,
             job_id=info.get("job", ""),
@@ -72,6 +72,7 @@ def finalize(
                     fail_call(
                         cluster.scripts,
                         cluster.error_frames,
+                        cluster.signer,
                         spec,
                         stored,
                         actor_id=actor_id,
@@ -116,7 +117,7 @@ def end_actor(cluster: Cluster, actor_id: str, why: str) -> None:
     state, node, worker = cluster.scripts.actor_dead(
         actor_id=actor_id,
         job_id=info.get("job", ""),
-        death=death_record(cluster.error_frames, error),
+        death=death_record(cluster.error_frames, cluster.signer, actor_id, error),
         name_key=info.get("name_key", ""),
     )
     if state == "DEAD":

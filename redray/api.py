@@ -22,7 +22,7 @@ import redis
 
 from . import connections, ids, jobs, session
 from .connections import connection_error
-from .constants import ADDRESS_FILE_NAME, Keys
+from .constants import ADDRESS_FILE_NAME, SECRET_FILE_NAME, Keys
 from .context import RuntimeContext
 from .generator import ObjectRefGenerator
 from .node_launch import spawn_node
@@ -91,6 +91,30 @@ def address_file() -> Path:
     return Path(tempfile.gettempdir()) / "redray-sessions" / ADDRESS_FILE_NAME
 
 
+def secret_file() -> Path:
+    """Where ``redray start --head`` keeps the cluster secret (mode 0600)."""
+    return address_file().with_name(SECRET_FILE_NAME)
+
+
+def resolve_secret(address: str | None, explicit: str | None = None) -> str | None:
+    """The cluster secret: given, else ``REDRAY_SECRET``, else, for the
+    cluster ``redray start`` started on this machine, its secret file."""
+    if explicit:
+        return explicit
+    env = os.environ.get("REDRAY_SECRET")
+    if env:
+        return env
+    path = secret_file()
+    if address is not None and path.exists():
+        try:
+            started = address_file().read_text().strip()
+        except OSError:
+            started = ""
+        if started and started == address:
+            return path.read_text().strip() or None
+    return None
+
+
 def _resolve_address(address: str | None) -> str | None:
     if address in (None, "", "local"):
         if address is None:
@@ -127,6 +151,7 @@ def init(
     _redis_server: str | None = None,
     _node_startup_timeout: float = 30.0,
     _job_grace_s: float | None = None,
+    _secret: str | None = None,
     **kwargs: Any,
 ) -> RuntimeContext:
     """Connect to a cluster, or start a private one on this machine.
@@ -139,6 +164,11 @@ def init(
     ``_job_grace_s`` (redray only): how long this driver may stay silent
     (paused, cut off from Redis) before the cluster reaps its job; 90 s by
     default. A driver that comes back later gets ``JobReapedError``.
+
+    ``_secret`` (redray only; by default ``REDRAY_SECRET``, or the secret
+    ``redray start`` keeps for the cluster it started here): the cluster
+    secret that signs every payload redray unpickles (docs/architecture.md,
+    section 13). A private cluster without one does not sign.
     """
     unknown = sorted(set(kwargs) - _IGNORED_INIT_OPTIONS)
     if unknown:
@@ -164,13 +194,14 @@ def init(
                 "When connecting to an existing cluster, num_cpus, num_gpus and resources "
                 "must not be provided: they belong to the nodes (`redray worker --num-cpus`)."
             )
+        secret = resolve_secret(resolved, _secret)
         try:
             if resolved is None:
                 settings = _start_local(
-                    num_cpus, num_gpus, resources, _redis_server, _node_startup_timeout
+                    num_cpus, num_gpus, resources, _redis_server, _node_startup_timeout, secret
                 )
             else:
-                settings = Settings.from_url(resolved)
+                settings = Settings.from_url(resolved, secret=secret)
             runtime = _connect(settings, namespace, serializer, grace)
         except BaseException:
             _teardown_local()
@@ -223,6 +254,7 @@ def _start_local(
     resources: dict[str, float] | None,
     binary: str | None,
     timeout: float,
+    secret: str | None,
 ) -> Settings:
     binary = binary or os.environ.get("REDRAY_REDIS_SERVER") or None
     # The node process imports while the server starts: both take ~100 ms.
@@ -231,7 +263,7 @@ def _start_local(
     password = secrets.token_hex(24)
     server = launch_server(binary=binary, password=password)
     _global.server = server
-    settings = Settings(host=server.host, port=server.port, password=password)
+    settings = Settings(host=server.host, port=server.port, password=password, secret=secret)
     node_id = ids.random_id(14)
     config = {
         "address": settings.to_url(),
@@ -243,6 +275,7 @@ def _start_local(
         "owner_pid": os.getpid(),
         "server_pid": server.pid,
         "server_dir": server.directory,
+        "secret": secret,
     }
     env = dict(os.environ)
     # Executors import the driver's modules by name, as Ray's local workers do.
@@ -256,7 +289,7 @@ def _start_local(
         _teardown_local()
         server = start_server(binary=binary, password=password)
         _global.server = server
-        settings = Settings(host=server.host, port=server.port, password=password)
+        settings = Settings(host=server.host, port=server.port, password=password, secret=secret)
         _spawn_node(
             {
                 **config,

@@ -61,7 +61,9 @@ def publish_cancelled(cluster: Cluster, objects: ObjectClient, tid: str) -> None
     """A cancelled task that never ran: its results are TaskCancelledError."""
     spec_raw: Any = cluster.client.hget(cluster.keys.task_spec, tid)
     try:
-        spec = ts.decode(cast(bytes, spec_raw)) if spec_raw else None
+        spec = (
+            ts.open_spec(cluster.signer, cast(bytes, spec_raw), task_id=tid) if spec_raw else None
+        )
     except ValueError:
         spec = None
     if spec is None:

@@ -17,6 +17,7 @@ from .constants import Keys
 from .scripts import Scripts
 from .serialization import CloudpickleSerializer, Serializer, error_frames
 from .settings import Settings
+from .signing import Signer
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Cluster:
     single: redis.Redis
     scripts: Scripts
     serializer: Serializer = field(default_factory=CloudpickleSerializer)
+    #: seals and opens what this process writes and unpickles (signing.py)
+    signer: Signer = field(default_factory=lambda: Signer(None, ""))
 
     @classmethod
     def connect(cls, settings: Settings, serializer: Serializer | None = None) -> Cluster:
@@ -41,6 +44,7 @@ class Cluster:
             connections.single_shot(settings),
             Scripts(client, keys, settings),
             serializer or CloudpickleSerializer(),
+            Signer(settings.secret, settings.prefix),
         )
 
     def error_frames(self, error: BaseException) -> list[Any]:

@@ -28,6 +28,8 @@ MAX_DEAD_LETTERS = 10_000
 
 #: Where ``redray start`` records the address of the cluster it started.
 ADDRESS_FILE_NAME = "redray_current_cluster"
+#: Beside it: the secret of the cluster `redray start --head` started (0600).
+SECRET_FILE_NAME = "redray_cluster_secret"
 
 
 @dataclass(frozen=True)

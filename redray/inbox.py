@@ -36,8 +36,9 @@ from .constants import Keys
 from .identity import Identity
 from .reference_table import Held, ReferenceTable
 from .scripts import Scripts
-from .serialization import unpack
+from .serialization import decode_small
 from .settings import Settings
+from .signing import SignatureError, Signer
 from .submitter import Submitter
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def _is_notice(kind: bytes, ident: str) -> bool:
-    """A task-done notice names a task id; an object notice an object id."""
-    if kind == b"t":
+    """A task-done (or task-rejected) notice names a task id; an object
+    notice an object id."""
+    if kind in (b"t", b"x"):
         return len(ident) == ids.TASK_ID_LEN and _HEX.issuperset(ident)
     return kind == b"o" and len(ident) > ids.TASK_ID_LEN and _HEX.issuperset(ident)
 
@@ -70,9 +72,14 @@ class Inbox:
         refs: ReferenceTable,
         identity: Identity,
         submitter: Submitter,
+        signer: Signer,
         *,
         watch_job: bool = False,
     ) -> None:
+        self.signer = signer
+        #: a worker refused one of this process's tasks (its spec failed its
+        #: signature check): (task id, why); the runtime fails its returns
+        self.on_rejected: Callable[[str, str], None] | None = None
         self.settings = settings
         self.keys = keys
         self.client = client
@@ -117,6 +124,10 @@ class Inbox:
         if kind == b"t":
             refs.task_ended(ident)
             return None
+        if kind == b"x":
+            if self.on_rejected is not None:
+                self.on_rejected(ident, raw[sep + 1 :].decode("utf-8", errors="replace"))
+            return None
         tid = ident[: ids.TASK_ID_LEN]
         if refs.streams and tid in refs.streams:
             # a generator's items are owned as they arrive
@@ -127,7 +138,14 @@ class Inbox:
         held: Held | None = None
         if data:
             try:
-                held = (data[:1], list(unpack(memoryview(data)[1:])))
+                held = decode_small(data, self.signer, ident)
+            except SignatureError as exc:
+                # a forged notice: not applied (the real one still comes, and a
+                # wait re-checks the object record, which is checked too)
+                dead_letters.record(
+                    self.client, self.keys, self.key, f"signature check: {exc}", raw
+                )
+                return None
             except ValueError:
                 held = None
         refs.mark_ready(ident, held)
@@ -343,9 +361,15 @@ class Inbox:
             return
         owned = [o for o in missing if self.refs.is_owned(o)]
         borrowed = [o for o in missing if not self.refs.is_owned(o)]
+        # plain tasks whose spec may be gone without a result (dropped as
+        # unreadable or forged): asked only once every submission is applied
+        sending = self.submitter.has_pending() or self.submitter.flush_lock.locked()
+        tasks = [] if sending else self._plain_tasks(owned)
         pipe = Batch(self.client)
         for oid in owned:
             pipe.command("EXISTS", self.keys.obj(oid))
+        for tid in tasks:
+            pipe.command("HEXISTS", self.keys.task_spec, tid)
         if self.watch_job:
             pipe.command("HEXISTS", self.keys.jobs, self.identity.job_id)
         try:
@@ -362,14 +386,34 @@ class Inbox:
         except TRANSIENT as exc:
             self._outage(exc)
             return
+        found = set()
         for oid, there in zip(owned, replies):
             if there:
+                found.add(ids.task_of(oid))
                 self.refs.mark_ready(oid, None)
                 self.refs.task_ended(ids.task_of(oid))
+        for tid, queued in zip(tasks, replies[len(owned) :]):
+            if not queued and tid not in found and self.on_rejected is not None:
+                self.on_rejected(
+                    tid,
+                    "its spec is gone from Redis and it left no result: a worker dropped it "
+                    "as unreadable or failing its signature check (see `redray dead-letters`)",
+                )
         if self.watch_job and not replies[-1]:
             self.job_reaped()
         self._unreachable_since = None
         self._notify()
+
+    def _plain_tasks(self, owned: list[str]) -> list[str]:
+        """Tasks of ``owned`` that are neither actor calls (not in the task
+        hashes) nor streaming generators (whose items may never come)."""
+        refs = self.refs
+        out = dict.fromkeys(
+            t
+            for t in (ids.task_of(o) for o in owned)
+            if t not in refs.calls and t not in refs.streams
+        )
+        return list(out)
 
     def job_reaped(self) -> None:
         """The cluster cleaned up this driver's job (it stopped heartbeating

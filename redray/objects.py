@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from . import ids
+from . import dead_letters, ids
 from .buffers import frozen_copy
 from .bulk import BulkChannel
 from .connections import connection_error
@@ -35,6 +35,7 @@ from .serialization import (
     frames_size,
 )
 from .settings import Settings
+from .signing import SignatureError, Signer
 from .uploader import ATTEMPT, Uploader
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ class ObjectClient:
         refs: ReferenceTable,
         serializer: Serializer,
         identity: Identity,
+        signer: Signer,
     ) -> None:
         self.settings = settings
+        self.signer = signer
         self.keys = keys
         self.client = client
         self.scripts = scripts
@@ -93,7 +96,7 @@ class ObjectClient:
     def store(self, oid: str, kind: bytes, frames: list[Any]) -> None:
         """Write a small object's record (large ones go through the uploader).
         Idempotent: re-sent after a lost reply."""
-        fields = encode_record(kind, frames)
+        fields = encode_record(kind, frames, self.signer, oid)
         key = self.keys.obj(oid)
         job_keys = self.keys.job_keys(self.identity.job_id)
 
@@ -139,7 +142,7 @@ class ObjectClient:
         """Prepare one result: small ones inline, large ones written to a staging
         key (listed under ``job_id``, this process's job by default).
         Idempotent: the staging key is rewritten from scratch."""
-        fields = encode_record(kind, frames)
+        fields = encode_record(kind, frames, self.signer, oid)
         if "d" in fields:
             return ReturnValue(oid, bytes(fields["d"]))
         key = self.keys.staged(oid, attempt)
@@ -198,7 +201,14 @@ class ObjectClient:
             if not record:
                 raise ObjectLostError(oid)
             try:
-                kind, frames = decode_record(record)
+                kind, frames = decode_record(record, self.signer, oid)
+            except SignatureError as exc:
+                dead_letters.record(
+                    self.client, self.keys, self.keys.obj(oid), f"signature check: {exc}", b""
+                )
+                raise RaySystemError(
+                    f"Object {oid} failed its signature check, so it was not unpickled: {exc}."
+                ) from None
             except (ValueError, KeyError) as exc:
                 raise RaySystemError(f"Object {oid} has a corrupt record: {exc}") from exc
             if b"d" in record:

@@ -46,7 +46,7 @@ def recover_task(
     spec = None
     if raw:
         try:
-            spec = ts.decode(raw)
+            spec = ts.open_spec(cluster.signer, raw, task_id=task_id)
         except ValueError:
             spec = None
     if spec is not None and spec.extra and spec.extra.get("actor") and not spec.extra.get("method"):
@@ -88,10 +88,13 @@ def recover_task(
             f"The task {spec.function_name} ({task_id}) died (its {where}: {how}) and its "
             f"retry budget (max_retries={spec.max_retries}) is spent."
         )
-    record_bytes = bytes(encode_record(KIND_ERROR, cluster.error_frames(err))["d"])
-    returns = [
-        ReturnValue(ids.return_id(task_id, i), record_bytes) for i in ts.result_indexes(spec)
-    ]
+    frames = cluster.error_frames(err)
+    returns = []
+    for i in ts.result_indexes(spec):
+        oid = ids.return_id(task_id, i)
+        returns.append(
+            ReturnValue(oid, bytes(encode_record(KIND_ERROR, frames, cluster.signer, oid)["d"]))
+        )
     cluster.scripts.complete(
         task_id=task_id,
         job_id=spec.job_id,

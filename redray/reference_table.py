@@ -128,6 +128,11 @@ class ReferenceTable:
             if oid in self.counts:
                 self.held[oid] = held
 
+    def pending_returns(self, task_id: str) -> list[str]:
+        """Owned objects of ``task_id`` not known to exist yet."""
+        with self._lock:
+            return sorted(o for o in self.owned if o.startswith(task_id) and o not in self.ready)
+
     def is_ready(self, oid: str) -> bool:
         return oid in self.ready or oid in self.held
 

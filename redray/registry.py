@@ -23,6 +23,7 @@ from .identity import Identity
 from .resources import from_units, missing_resources, node_info, parse_shape
 from .scripts import Scripts
 from .settings import Settings
+from .signing import FUNCTION, Signer
 
 
 class Registry:
@@ -33,8 +34,10 @@ class Registry:
         client: redis.Redis,
         scripts: Scripts,
         identity: Identity,
+        signer: Signer,
     ) -> None:
         self.settings = settings
+        self.signer = signer
         self.keys = keys
         self.client = client
         self.scripts = scripts
@@ -71,10 +74,11 @@ class Registry:
             ) from exc
         digest = hashlib.sha1(blob).hexdigest()
         key = self.keys.function(job_id, digest)
+        sealed = self.signer.seal(FUNCTION, key, blob)
 
         def upload() -> None:
             with self.client.pipeline(transaction=False) as pipe:
-                pipe.set(key, blob, nx=True)
+                pipe.set(key, sealed, nx=True)
                 pipe.sadd(self.keys.job_keys(job_id), key)
                 pipe.execute()
 

@@ -173,7 +173,7 @@ class RemoteFunction(Generic[R]):
             extra=extra,
             namespace=runtime.namespace,
         )
-        runtime.submit(tid, shape, ts.encode(spec), deps, holds, returns)
+        runtime.submit(tid, shape, ts.seal(runtime.signer, spec), deps, holds, returns)
         return result_of_call(runtime, tid, num_returns, returns)
 
 

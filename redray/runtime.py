@@ -15,6 +15,7 @@ several of them (``get_values``, ``submit``, ``cancel``).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 from . import cancellation, jobs
 from .cluster import Cluster
+from .connections import TRANSIENT
 from .exceptions import GetTimeoutError, RaySystemError, RayTaskError
 from .identity import Identity
 from .inbox import Inbox
@@ -33,6 +35,8 @@ from .scripts import ReturnValue
 from .serialization import KIND_ERROR, Serializer
 from .settings import Settings
 from .submitter import Submitter
+
+log = logging.getLogger(__name__)
 
 #: Frees are sent in batches of this many, or after FREE_INTERVAL seconds.
 FREE_BATCH = 256
@@ -59,6 +63,7 @@ class Runtime:
         self.client = self.cluster.client
         self.scripts = self.cluster.scripts
         self.serializer = self.cluster.serializer
+        self.signer = self.cluster.signer
         self.identity = Identity(worker_id, job_id, namespace, node_id)
         #: the task an executor is running (None in a driver)
         self.current_task: Any = None
@@ -77,8 +82,11 @@ class Runtime:
             self.refs,
             self.serializer,
             self.identity,
+            self.signer,
         )
-        self.registry = Registry(settings, self.keys, self.client, self.scripts, self.identity)
+        self.registry = Registry(
+            settings, self.keys, self.client, self.scripts, self.identity, self.signer
+        )
         self._free_lock = threading.Lock()
         self._last_free = 0.0
         self._closed = False
@@ -90,6 +98,7 @@ class Runtime:
             self.identity,
             self.objects.error_frames,
             self._housekeeping,
+            self.signer,
         )
         self.inbox = Inbox(
             settings,
@@ -100,7 +109,9 @@ class Runtime:
             self.refs,
             self.identity,
             self.submitter,
+            self.signer,
         )
+        self.inbox.on_rejected = self._task_rejected
         #: a driver heartbeats its job so the cluster can clean up after it dies
         self.heartbeat: jobs.JobHeartbeat | None = None
         if heartbeat:
@@ -164,6 +175,28 @@ class Runtime:
             self.refs.forget_all()
             self.objects.close()
             self.cluster.close()
+
+    def _task_rejected(self, task_id: str, why: str) -> None:
+        """A worker refused a task of this process without running it (its
+        spec failed its signature check): its results become that error, for
+        this process and for anything that waits on them."""
+        oids = self.refs.pending_returns(task_id)
+        if not oids:
+            return
+        err = RaySystemError(f"Task {task_id} was not run: {why}")
+        frames = self.objects.error_frames(err)
+        returns = [self.objects.return_value(oid, KIND_ERROR, frames, "r") for oid in oids]
+        try:
+            self.scripts.complete(
+                task_id=task_id,
+                job_id=self.job_id,
+                owner=self.worker_id,
+                node_id=None,
+                returns=returns,
+                retry=True,
+            )
+        except TRANSIENT:
+            log.warning("could not publish the rejection of task %s; its get re-checks", task_id)
 
     # -- housekeeping (the flusher thread) --------------------------------------------------
     def _housekeeping(self, periodic: bool) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import cloudpickle
 
 from .constants import INLINE_LIMIT, PIECE_LIMIT
+from .signing import OBJECT, Signer, check_frames, open_header, seal_header
 
 Frame = bytes | bytearray | memoryview
 
@@ -107,10 +108,15 @@ def unpack(data: Frame) -> list[memoryview]:
     return frames
 
 
-def encode_record(kind: bytes, frames: Sequence[Frame]) -> dict[str, Frame]:
-    """The hash fields that store one object."""
+def encode_record(
+    kind: bytes, frames: Sequence[Frame], signer: Signer | None = None, oid: str = ""
+) -> dict[str, Frame]:
+    """The hash fields that store object ``oid``, signed by ``signer`` (when
+    it has a secret) for that object: a small record's ``d`` is sealed whole;
+    a large record's header ``h`` carries the tag over itself and every frame."""
     if frames_size(frames) <= INLINE_LIMIT:
-        return {"d": kind + pack(frames)}
+        small = kind + pack(frames)
+        return {"d": signer.seal(OBJECT, oid, small) if signer is not None else small}
     fields: dict[str, Frame] = {}
     pieces_per_frame = []
     index = 0
@@ -122,20 +128,36 @@ def encode_record(kind: bytes, frames: Sequence[Frame]) -> dict[str, Frame]:
             index += 1
             count += 1
         pieces_per_frame.append(count)
-    fields["h"] = kind + struct.pack(
+    header = kind + struct.pack(
         f"<I{len(pieces_per_frame)}I", len(pieces_per_frame), *pieces_per_frame
     )
+    fields["h"] = seal_header(signer, oid, header, frames) if signer is not None else header
     return fields
 
 
-def decode_record(record: dict[bytes, bytes]) -> tuple[bytes, list[Frame]]:
-    """(kind, frames) from the hash fields :func:`encode_record` wrote."""
+def decode_small(
+    data: bytes | memoryview, signer: Signer | None = None, oid: str = ""
+) -> tuple[bytes, list[Frame]]:
+    """(kind, frames) of a small record's ``d`` (or of a notice's inline
+    value), checked by ``signer``: SignatureError if it fails."""
+    view = signer.open(OBJECT, oid, data) if signer is not None else memoryview(data)
+    if not len(view):
+        raise ValueError("empty object record")
+    return bytes(view[:1]), list(unpack(view[1:]))
+
+
+def decode_record(
+    record: dict[bytes, bytes], signer: Signer | None = None, oid: str = ""
+) -> tuple[bytes, list[Frame]]:
+    """(kind, frames) from the hash fields :func:`encode_record` wrote;
+    SignatureError (a ValueError) if ``signer`` finds it unsigned or forged."""
     small = record.get(b"d")
     if small is not None:
-        if not small:
-            raise ValueError("empty object record")
-        return small[:1], list(unpack(memoryview(small)[1:]))
+        return decode_small(small, signer, oid)
     header = record.get(b"h")
+    tag = None
+    if header is not None and signer is not None:
+        header, tag = open_header(signer, bytes(header))
     if header is None or len(header) < 5:
         raise ValueError("object record has neither 'd' nor 'h' field")
     kind = header[:1]
@@ -152,6 +174,8 @@ def decode_record(record: dict[bytes, bytes]) -> tuple[bytes, list[Frame]]:
             raise ValueError(f"object record lacks piece {exc.args[0]!r}") from None
         index += pieces
         frames.append(parts[0] if len(parts) == 1 else b"".join(parts))
+    if signer is not None:
+        check_frames(signer, oid, header, tag, frames)
     return kind, frames
 
 

@@ -50,6 +50,9 @@ class Settings:
     ssl_keyfile: str | None = None
     #: Whether the server's certificate must verify: required, optional or none.
     ssl_cert_reqs: str = "required"
+    #: The cluster secret that signs every payload redray unpickles
+    #: (``REDRAY_SECRET``; redray/signing.py). Never part of the address.
+    secret: str | None = dataclasses.field(default=None, repr=False)
     #: Seconds to wait for a TCP connection to the server.
     connect_timeout: float = 5.0
     #: Seconds a non-blocking command may take before it counts as failed

@@ -25,6 +25,7 @@ from .identity import Identity
 from .reference_table import ReferenceTable
 from .scripts import Scripts
 from .settings import Settings
+from .signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ class Submitter:
         identity: Identity,
         error_frames: ErrorFrames,
         housekeeping: Callable[[bool], None],
+        signer: Signer,
     ) -> None:
         self.settings = settings
+        self.signer = signer
         self.scripts = scripts
         self.refs = refs
         self.identity = identity
@@ -226,7 +229,14 @@ class Submitter:
             if flag not in (0, 1):
                 # the actor is dead: its stored death record becomes the result
                 try:
-                    fail_call(self.scripts, self._error_frames, entry.spec, bytes(flag))
+                    fail_call(
+                        self.scripts,
+                        self._error_frames,
+                        self.signer,
+                        entry.spec,
+                        bytes(flag),
+                        actor_id=entry.target,
+                    )
                 except redis.RedisError:
                     log.warning("could not fail call %s of a dead actor", entry.task_id)
 

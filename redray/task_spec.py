@@ -5,6 +5,8 @@ from __future__ import annotations
 import pickle
 from typing import Any, NamedTuple
 
+from .signing import CALL, SPEC, SignatureError, Signer, hint_of
+
 SPEC_VERSION = 1
 
 
@@ -57,6 +59,38 @@ def result_indexes(spec: TaskSpec) -> list[int]:
 
 def encode(spec: TaskSpec) -> bytes:
     return pickle.dumps((SPEC_VERSION, tuple(spec)), protocol=5)
+
+
+def seal(signer: Signer, spec: TaskSpec, actor_id: str | None = None) -> bytes:
+    """The spec as stored in Redis: signed (with a cluster secret) for its task,
+    or, for an actor call (``actor_id``), for that actor's mailbox; the hint
+    names its owner and job, whom a failed check is reported to."""
+    hint = f"{spec.owner}\0{spec.job_id}\0{spec.task_id}".encode()
+    if actor_id is None:
+        return signer.seal(SPEC, spec.task_id, encode(spec), hint)
+    return signer.seal(CALL, actor_id, encode(spec), hint)
+
+
+def open_spec(signer: Signer, data: bytes, *, task_id: str = "", actor_id: str = "") -> TaskSpec:
+    """Check and decode a stored spec: that of task ``task_id``, or a call in
+    actor ``actor_id``'s mailbox. SignatureError (a ValueError) if it fails
+    its check: it was not unpickled; ValueError if it is not a spec."""
+    if actor_id:
+        payload = signer.open(CALL, actor_id, data)
+    else:
+        payload = signer.open(SPEC, task_id, data)
+    spec = decode(bytes(payload))
+    if actor_id == "" and task_id and spec.task_id != task_id:
+        raise SignatureError(f"it is the spec of task {spec.task_id}, stored as {task_id}'s")
+    return spec
+
+
+def owner_of(data: bytes) -> tuple[str, str, str]:
+    """(owner, job, task id) a spec's envelope names, unchecked: only ever
+    used to address the error saying the spec failed its check."""
+    parts = hint_of(data).decode("utf-8", errors="replace").split("\0")
+    owner, job, task = (parts + ["", "", ""])[:3]
+    return owner, job, task
 
 
 def decode(data: bytes) -> TaskSpec:

@@ -23,7 +23,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from redray import dead_letters, ids
+from redray import dead_letters, ids, rejections
 from redray import task_spec as ts
 from redray.actor_lifecycle import finalize
 from redray.connections import BLOCK_MARGIN, TRANSIENT, Batch, blocking_call
@@ -38,6 +38,7 @@ from redray.exceptions import (
 from redray.resources import from_units, memory_limit, parse_reservation
 from redray.scripts import Claimed, ReturnValue
 from redray.serialization import KIND_ERROR, KIND_VALUE, encode_record
+from redray.signing import SignatureError
 
 from . import slots as sl
 from .execution import DependencyFailed, Host, apply_env, arguments, value_frames
@@ -237,7 +238,20 @@ class ActorRunner:
         """The call spec of a mailbox entry; None (and a dead letter) if it has none."""
         raw = fields.get(b"s", b"")
         try:
-            return ts.decode(raw)
+            return ts.open_spec(self.rt.signer, raw, actor_id=self.actor_id)
+        except SignatureError as exc:
+            why = f"the call failed its signature check in actor {self.actor_id}: {exc}"
+            dead_letters.record(
+                self.rt.client,
+                self.keys,
+                self.mailbox,
+                why,
+                raw,
+                actor=self.actor_id,
+                entry=entry_id.decode(errors="replace"),
+            )
+            rejections.report(self.rt.client, self.keys, raw, "", why)
+            return None
         except ValueError as exc:
             dead_letters.record(
                 self.rt.client,
@@ -262,10 +276,13 @@ class ActorRunner:
             f"{spec.function_name}{f' ({how})' if how else ''}, and "
             f"max_task_retries={self.max_task_retries} allows no more attempts."
         )
-        record = bytes(encode_record(KIND_ERROR, self.rt.error_frames(err))["d"])
-        returns = [
-            ReturnValue(ids.return_id(spec.task_id, i), record) for i in ts.result_indexes(spec)
-        ]
+        frames = self.rt.error_frames(err)
+        returns = []
+        for i in ts.result_indexes(spec):
+            oid = ids.return_id(spec.task_id, i)
+            returns.append(
+                ReturnValue(oid, bytes(encode_record(KIND_ERROR, frames, self.rt.signer, oid)["d"]))
+            )
         self._publish([Done(entry_id, spec, returns)])
 
     def _read_command(self) -> tuple[Any, ...]:

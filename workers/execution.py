@@ -12,11 +12,13 @@ from typing import Any, Protocol
 
 import cloudpickle
 
+from redray import dead_letters
 from redray import task_spec as ts
 from redray.exceptions import RaySystemError, RayTaskError
 from redray.runtime import Runtime
 from redray.serialization import KIND_ERROR, KIND_VALUE, unpack
 from redray.settings import Settings
+from redray.signing import FUNCTION, SignatureError
 
 from . import slots as sl
 
@@ -70,13 +72,28 @@ class FunctionCache:
         fn = self._cache.get(spec.function_digest)
         if fn is not None:
             return fn
-        blob = self.runtime.client.get(spec.function_key)
+        blob: Any = self.runtime.client.get(spec.function_key)
         if blob is None:
             raise RaySystemError(
                 f"The code of {spec.function_name} is gone from Redis (its job ended?)."
             )
         try:
-            fn = cloudpickle.loads(blob)
+            code = self.runtime.signer.open(FUNCTION, spec.function_key, blob)
+        except SignatureError as exc:
+            dead_letters.record(
+                self.runtime.client,
+                self.runtime.keys,
+                spec.function_key,
+                f"signature check: {exc}",
+                blob,
+                task=spec.task_id,
+            )
+            raise RaySystemError(
+                f"The code of {spec.function_name} in Redis failed its signature check, so "
+                f"this worker did not load it: {exc}."
+            ) from None
+        try:
+            fn = cloudpickle.loads(code)
         except Exception as exc:
             raise RaySystemError(
                 f"Could not load the function {spec.function_name} on this worker: {exc!r}. "

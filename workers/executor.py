@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from redray import dead_letters, ids, session
+from redray import dead_letters, ids, rejections, session
 from redray import task_spec as ts
 from redray.connections import TRANSIENT, blocking_call
 from redray.context import TaskContext
@@ -33,6 +33,7 @@ from redray.runtime import Runtime
 from redray.scripts import NO_OWNER, Claimed, ReturnValue
 from redray.serialization import KIND_ERROR, KIND_VALUE
 from redray.settings import Settings
+from redray.signing import SignatureError
 
 from . import execution as ex
 from . import slots as sl
@@ -275,7 +276,14 @@ class Executor:
         # a cancel() that arrived between the claim and now
         self.runtime.cancel_requested = self.cancel_requested_here()
         try:
-            spec = ts.decode(claimed.spec)
+            spec = ts.open_spec(self.runtime.signer, claimed.spec, task_id=claimed.task_id)
+        except SignatureError as exc:
+            why = (
+                f"its spec failed its signature check on worker {self.worker_id} "
+                f"(node {self.node_id}): {exc}"
+            )
+            self._refuse(claimed, why)
+            return self._finish(claimed, None, [])
         except ValueError as exc:
             dead_letters.record(
                 self.client,
@@ -423,7 +431,7 @@ class Executor:
         for attempt in ("fail", "release"):
             try:
                 if attempt == "fail":
-                    spec = ts.decode(claimed.spec)
+                    spec = ts.open_spec(self.runtime.signer, claimed.spec, task_id=claimed.task_id)
                     return self._finish(claimed, spec, self._system_error(spec, exc))
                 return self._finish(claimed, None, [])
             except TRANSIENT:
@@ -435,6 +443,19 @@ class Executor:
         self.current = None
         time.sleep(BACKOFF)
         return self._claim_next()
+
+    def _refuse(self, claimed: Claimed, why: str) -> None:
+        """Run nothing of a task whose spec failed its signature check: keep
+        it as a dead letter, say so in the log, tell its owner."""
+        dead_letters.record(
+            self.client,
+            self.keys,
+            self.keys.task_spec,
+            why,
+            claimed.spec,
+            task=claimed.task_id,
+        )
+        rejections.report(self.client, self.keys, claimed.spec, claimed.task_id, why)
 
     def _system_error(self, spec: ts.TaskSpec, exc: BaseException) -> list[ReturnValue]:
         err = RaySystemError(

@@ -80,6 +80,9 @@ class NodeConfig:
     #: take no new work while the machine has less memory available than this:
     #: bytes, or a fraction of its memory when at most 1 (None: 5%)
     min_free_memory: float | None = None
+    #: the cluster secret that signs payloads (redray/signing.py); reaches the
+    #: node on stdin or from REDRAY_SECRET, never on a command line
+    secret: str | None = field(default=None, repr=False)
 
 
 class Exited(NamedTuple):
@@ -97,7 +100,7 @@ class Exited(NamedTuple):
 class NodeAgent:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.settings = Settings.from_url(config.address)
+        self.settings = Settings.from_url(config.address).replace(secret=config.secret)
         self.keys = Keys(self.settings.prefix)
         self.node_id = config.node_id or ids.random_id(14)
         self.totals, self.gpu_ids = node_totals(config.num_cpus, config.num_gpus, config.resources)

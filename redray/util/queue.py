@@ -13,9 +13,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .. import ids
+from .. import dead_letters, ids
 from ..connections import BLOCK_SLICE, TRANSIENT, blocking_call, connection_error
+from ..exceptions import RaySystemError
 from ..serialization import pack, unpack
+from ..signing import QUEUE, SignatureError
 
 
 class Empty(_stdlib_queue.Empty):
@@ -83,7 +85,8 @@ class Queue:
 
     # -- put ----------------------------------------------------------------------
     def _encode(self, runtime: Any, item: Any) -> bytes:
-        return pack(runtime.serializer.dumps(item))
+        data = pack(runtime.serializer.dumps(item))
+        return bytes(runtime.signer.seal(QUEUE, self._keys(runtime)[0], data))
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Add an item; with ``block`` wait up to ``timeout`` s for a free slot (Full)."""
@@ -121,7 +124,16 @@ class Queue:
 
     # -- get ----------------------------------------------------------------------
     def _decode(self, runtime: Any, data: bytes) -> Any:
-        return runtime.serializer.loads(unpack(data))
+        key = self._keys(runtime)[0]
+        try:
+            payload = runtime.signer.open(QUEUE, key, data)
+        except SignatureError as exc:
+            dead_letters.record(runtime.client, runtime.keys, key, f"signature check: {exc}", data)
+            raise RaySystemError(
+                f"An item of queue {self.queue_id} failed its signature check, so it was "
+                f"dropped without being unpickled: {exc}."
+            ) from None
+        return runtime.serializer.loads(unpack(payload))
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return the oldest item; with ``block`` wait up to ``timeout`` s (Empty)."""
@@ -153,9 +165,19 @@ class Queue:
         got = runtime.scripts.queue_take(items, num_items)
         if not got:
             raise Empty(f"Cannot get {num_items} items from the queue")
+        good = [d for d in got if _opens(runtime, items, d)]
+        if len(good) < len(got):
+            # forged items are dropped (and raised about); the good ones go
+            # back to the front, keeping their slots
+            if good:
+                runtime.cluster.single.lpush(items, *reversed(good))
+            if self.maxsize > 0:
+                runtime.cluster.single.rpush(free, *([b"1"] * (len(got) - len(good))))
+            bad = next(d for d in got if not _opens(runtime, items, d))
+            self._decode(runtime, bad)  # records the dead letter and raises
         if self.maxsize > 0:
             runtime.cluster.single.rpush(free, *([b"1"] * len(got)))
-        return [self._decode(runtime, d) for d in got]
+        return [self._decode(runtime, d) for d in good]
 
     def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:
         """Delete the queue's items."""
@@ -189,3 +211,11 @@ def _blocking_pop(runtime: Any, key: str, timeout: float | None) -> Any:
 
 def _rebuild(maxsize: int, queue_id: str) -> Queue:
     return Queue(maxsize, _queue_id=queue_id)
+
+
+def _opens(runtime: Any, key: str, data: bytes) -> bool:
+    try:
+        runtime.signer.open(QUEUE, key, data)
+        return True
+    except SignatureError:
+        return False

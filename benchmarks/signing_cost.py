@@ -1,0 +1,87 @@
+"""What signing payloads costs: the microbenchmarks with and without a cluster
+secret, interleaved, beside Ray 2.60 in the same run.
+
+    python benchmarks/signing_cost.py [--rounds 5] [--ray-python /opt/rayvenv/bin/python]
+
+Each round runs ``microbench.py`` once unsigned and once with
+``REDRAY_SECRET`` set (its private cluster then signs every spec, call and
+record, and checks each before unpickling), in alternating order; medians
+over the rounds, the signed/unsigned ratio per line, and Ray's figures from
+one run for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LINES = {
+    "sync_tasks_per_s": "sync tasks, get each (/s)",
+    "async_tasks_per_s": "10k tasks, one get (/s)",
+    "actor_sync_calls_per_s": "1:1 actor calls, get each (/s)",
+    "actor_async_calls_per_s": "10k actor calls, one get (/s)",
+    "put_get_100mb_per_s": "100 MB numpy put+get (/s)",
+}
+
+
+def run(python: str, backend: str, seconds: float, secret: str | None) -> dict[str, float]:
+    env = dict(os.environ)
+    env.pop("REDRAY_SECRET", None)
+    env.pop("REDRAY_ADDRESS", None)
+    if secret:
+        env["REDRAY_SECRET"] = secret
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    try:
+        subprocess.run(
+            [python, str(HERE / "microbench.py"), "--backend", backend, "--json", out,
+             "--seconds", str(seconds), "--only", ",".join(LINES)],
+            check=True, stdout=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        return dict(json.loads(Path(out).read_text()))
+    finally:
+        os.unlink(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--ray-python", default=os.environ.get("RAY_PYTHON"))
+    parser.add_argument("--json", help="write the medians here")
+    args = parser.parse_args()
+
+    secret = os.urandom(16).hex()
+    plain: dict[str, list[float]] = {k: [] for k in LINES}
+    signed: dict[str, list[float]] = {k: [] for k in LINES}
+    for i in range(args.rounds):
+        order = [(plain, None), (signed, secret)]
+        for bucket, key in order if i % 2 == 0 else reversed(order):
+            got = run(sys.executable, "redray", args.seconds, key)
+            for name in LINES:
+                bucket[name].append(got[name])
+        print(f"round {i + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    ray = run(args.ray_python, "ray", args.seconds, None) if args.ray_python else {}
+
+    print(f"{'benchmark':34s} {'unsigned':>10s} {'signed':>10s} {'signed/unsigned':>16s}"
+          f" {'Ray 2.60':>10s} {'signed/Ray':>10s}")  # fmt: skip
+    report = {}
+    for name, label in LINES.items():
+        a, b = statistics.median(plain[name]), statistics.median(signed[name])
+        r = ray.get(name)
+        report[name] = {"unsigned": a, "signed": b, "ratio": b / a, "ray": r}
+        ray_part = f"{r:10.1f} {b / r:9.2f}x" if r else f"{'-':>10s} {'-':>10s}"
+        print(f"{label:34s} {a:10.1f} {b:10.1f} {b / a:15.3f}x {ray_part}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Signed payloads: nothing reaches ``pickle.loads`` that the cluster did not sign.
+
+With a cluster secret (``REDRAY_SECRET``), every value redray will unpickle
+carries an HMAC-SHA256 over its bytes, a *role* (what kind of value it is)
+and a *binding* (the id of the key it belongs to), so a signed value cannot
+be moved under another key or passed off as another kind of value. Readers
+open the envelope before unpickling; anything unsigned or forged raises
+``SignatureError`` and is never unpickled.
+
+Envelope: ``b"S1" + tag (32 bytes) + <u16 hint length> + hint + payload``.
+The *hint* (covered by the tag) says who to tell when a value fails its
+check: a task spec's owner and job, so a task whose spec was forged fails
+for its owner instead of hanging it. Without a secret, values are written as
+they were (no envelope), and a signed value is refused: this process cannot
+check it.
+
+The signing key is derived from the secret and the cluster's prefix, so two
+clusters sharing a secret on one server still cannot take each other's values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+MAGIC = b"S1"
+TAG_LEN = 32
+_HEAD = len(MAGIC) + TAG_LEN + 2
+
+#: roles: what a signed value is
+SPEC = b"spec"  # a task spec (binding: task id)
+CALL = b"call"  # an actor call spec in a mailbox (binding: actor id)
+FUNCTION = b"fn"  # a function or class blob (binding: its key)
+OBJECT = b"obj"  # an object record, inline or large (binding: object id)
+DEATH = b"death"  # a dead actor's death record (binding: actor id)
+QUEUE = b"queue"  # a util.queue.Queue item (binding: the queue's key)
+
+
+class SignatureError(ValueError):
+    """A value failed its signature check; it was not unpickled."""
+
+
+class Signer:
+    """Seals and opens values for one cluster (secret + prefix)."""
+
+    def __init__(self, secret: str | bytes | None, prefix: str) -> None:
+        self._key: bytes | None = None
+        if secret:
+            raw = secret.encode() if isinstance(secret, str) else secret
+            self._key = hmac.new(raw, b"redray-sign-v1|" + prefix.encode(), "sha256").digest()
+
+    @property
+    def enabled(self) -> bool:
+        return self._key is not None
+
+    def tag(self, role: bytes, binding: str, parts: Iterable[Any]) -> bytes:
+        """The HMAC of ``parts`` (each length-prefixed) under ``role``/``binding``."""
+        assert self._key is not None
+        mac = hmac.new(self._key, role + b"\0" + binding.encode() + b"\0", hashlib.sha256)
+        for part in parts:
+            view = memoryview(part).cast("B")
+            mac.update(struct.pack("<Q", view.nbytes))
+            mac.update(view)
+        return mac.digest()
+
+    def seal(self, role: bytes, binding: str, payload: bytes, hint: bytes = b"") -> bytes:
+        """``payload`` in its envelope (unchanged without a secret)."""
+        if self._key is None:
+            return payload
+        head = struct.pack("<H", len(hint)) + hint
+        return MAGIC + self.tag(role, binding, [head, payload]) + head + payload
+
+    def open(self, role: bytes, binding: str, data: bytes | memoryview) -> memoryview:
+        """The payload of a sealed value; SignatureError if it fails its check."""
+        view = memoryview(data).cast("B")
+        signed = bytes(view[: len(MAGIC)]) == MAGIC
+        if self._key is None:
+            if signed:
+                raise SignatureError(
+                    "it is signed, and this process has no cluster secret to check it with "
+                    "(set REDRAY_SECRET to the cluster's secret)"
+                )
+            return view
+        if not signed:
+            raise SignatureError(
+                "it is not signed: it was written by someone without the cluster secret"
+            )
+        head, payload = _split(view)
+        expected = self.tag(role, binding, [head, payload])
+        if not hmac.compare_digest(bytes(view[len(MAGIC) : len(MAGIC) + TAG_LEN]), expected):
+            raise SignatureError(
+                "its signature does not match: it was changed in Redis, or signed with "
+                "another secret than this process's REDRAY_SECRET"
+            )
+        return payload
+
+
+def hint_of(data: bytes | memoryview) -> bytes:
+    """The (unchecked) hint of a sealed value, b"" if it has none: only ever
+    used to address an error message, never trusted for anything else."""
+    view = memoryview(data).cast("B")
+    if bytes(view[: len(MAGIC)]) != MAGIC or len(view) < _HEAD:
+        return b""
+    try:
+        head, _ = _split(view)
+    except SignatureError:
+        return b""
+    return bytes(head[2:])
+
+
+def _split(view: memoryview) -> tuple[memoryview, memoryview]:
+    if len(view) < _HEAD:
+        raise SignatureError("its envelope is truncated")
+    (n,) = struct.unpack_from("<H", view, len(MAGIC) + TAG_LEN)
+    end = _HEAD + n
+    if len(view) < end:
+        raise SignatureError("its envelope is truncated")
+    return view[len(MAGIC) + TAG_LEN : end], view[end:]
+
+
+def seal_header(signer: Signer, binding: str, header: bytes, frames: Iterable[Any]) -> bytes:
+    """A large object record's header, signed over itself and every frame
+    (the frames are stored in pieces beside it, unchanged)."""
+    if not signer.enabled:
+        return header
+    return MAGIC + signer.tag(OBJECT, binding, [header, *frames]) + header
+
+
+def open_header(signer: Signer, header: bytes) -> tuple[bytes, bytes | None]:
+    """(header, its tag) of a large record's header field; the tag is checked
+    with :func:`check_frames` once the frames are read. SignatureError when
+    the header's signedness does not match this process's."""
+    signed = header[: len(MAGIC)] == MAGIC
+    if not signer.enabled:
+        if signed:
+            raise SignatureError(
+                "it is signed, and this process has no cluster secret to check it with "
+                "(set REDRAY_SECRET to the cluster's secret)"
+            )
+        return header, None
+    if not signed or len(header) < len(MAGIC) + TAG_LEN:
+        raise SignatureError(
+            "it is not signed: it was written by someone without the cluster secret"
+        )
+    return header[len(MAGIC) + TAG_LEN :], header[len(MAGIC) : len(MAGIC) + TAG_LEN]
+
+
+def check_frames(
+    signer: Signer, binding: str, header: bytes, tag: bytes | None, frames: Iterable[Any]
+) -> None:
+    if tag is None:
+        return
+    if not hmac.compare_digest(tag, signer.tag(OBJECT, binding, [header, *frames])):
+        raise SignatureError(
+            "its signature does not match: it was changed in Redis, or signed with "
+            "another secret than this process's REDRAY_SECRET"
+        )

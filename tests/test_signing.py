@@ -1,0 +1,296 @@
+"""Signed payloads: with a cluster secret, nothing reaches ``pickle.loads``
+that the cluster did not sign. Each attack below writes a malicious pickle
+(opening a marker file when unpickled) where redray would unpickle it; the
+marker must never appear, the owner gets a clear error, no process dies."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+
+import pytest
+from conftest import wait_for
+
+import redray
+from redray import ids
+from redray.constants import Keys
+from redray.serialization import KIND_VALUE, decode_record, encode_record, pack
+from redray.signing import OBJECT, SPEC, SignatureError, Signer
+from redray.util.queue import Queue
+
+SECRET = "cluster-secret-for-tests"
+
+
+class Exploit:
+    """Unpickling this creates ``path``: the side effect of code run by pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def malicious(path) -> bytes:
+    return pickle.dumps(Exploit(str(path)))
+
+
+def malicious_record(path) -> bytes:
+    return KIND_VALUE + pack([malicious(path)])
+
+
+# -- the envelope (no server) ----------------------------------------------------------
+
+
+def test_a_sealed_value_opens_to_its_payload():
+    signer = Signer(SECRET, "p")
+    assert bytes(signer.open(SPEC, "t1", signer.seal(SPEC, "t1", b"payload"))) == b"payload"
+
+
+def test_a_changed_byte_fails_the_check():
+    signer = Signer(SECRET, "p")
+    sealed = bytearray(signer.seal(SPEC, "t1", b"payload"))
+    sealed[-1] ^= 1
+    with pytest.raises(SignatureError, match="does not match"):
+        signer.open(SPEC, "t1", bytes(sealed))
+
+
+def test_a_value_cannot_move_to_another_key_or_role():
+    signer = Signer(SECRET, "p")
+    sealed = signer.seal(SPEC, "t1", b"payload")
+    with pytest.raises(SignatureError):
+        signer.open(SPEC, "t2", sealed)
+    with pytest.raises(SignatureError):
+        signer.open(OBJECT, "t1", sealed)
+
+
+def test_another_prefix_or_secret_cannot_open_it():
+    sealed = Signer(SECRET, "p").seal(SPEC, "t1", b"payload")
+    for other in (Signer(SECRET, "q"), Signer("another", "p")):
+        with pytest.raises(SignatureError):
+            other.open(SPEC, "t1", sealed)
+
+
+def test_an_unsigned_value_fails_when_a_secret_is_set():
+    with pytest.raises(SignatureError, match="not signed"):
+        Signer(SECRET, "p").open(SPEC, "t1", pickle.dumps(1))
+
+
+def test_a_signed_value_fails_without_a_secret():
+    sealed = Signer(SECRET, "p").seal(SPEC, "t1", b"payload")
+    with pytest.raises(SignatureError, match="no cluster secret"):
+        Signer(None, "p").open(SPEC, "t1", sealed)
+
+
+def test_without_a_secret_values_are_stored_as_before():
+    assert Signer(None, "p").seal(SPEC, "t1", b"payload") == b"payload"
+
+
+def test_a_large_record_is_signed_over_every_frame():
+    signer = Signer(SECRET, "p")
+    frames = [b"head", b"x" * (300 * 1024)]
+    fields = encode_record(KIND_VALUE, frames, signer, "o1")
+    record = {k.encode(): bytes(v) for k, v in fields.items()}
+    kind, got = decode_record(record, signer, "o1")
+    assert kind == KIND_VALUE and [bytes(f) for f in got] == frames
+    record[b"1"] = b"y" + record[b"1"][1:]
+    with pytest.raises(SignatureError):
+        decode_record(record, signer, "o1")
+
+
+# -- attacks on a live cluster ---------------------------------------------------------
+
+
+@pytest.fixture
+def signed(settings, node_factory):
+    node = node_factory(num_cpus=2, config={"secret": SECRET})
+    redray.init(address=settings.to_url(), _secret=SECRET)
+    yield node
+    redray.shutdown()
+
+
+@redray.remote
+def double(x):
+    return 2 * x
+
+
+@redray.remote
+def length(data):
+    return len(data)
+
+
+@redray.remote
+def slow(x):
+    time.sleep(1.0)
+    return x
+
+
+@redray.remote
+def touch(path):
+    open(path, "w").close()
+
+
+@redray.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+
+def _dead_letter_reasons(client, keys):
+    return [f[b"reason"].decode() for _, f in client.xrange(keys.dead_letters)]
+
+
+def test_signed_tasks_actors_and_objects_work(signed):
+    assert redray.get(double.remote(redray.put(21))) == 42
+    big = b"z" * (3 * 1024 * 1024)
+    assert redray.get(length.remote(redray.put(big))) == len(big)
+    counter = Counter.remote()
+    assert redray.get([counter.incr.remote() for _ in range(3)]) == [1, 2, 3]
+
+
+def test_a_function_blob_rewritten_in_redis_is_never_unpickled(
+    signed, settings, redis_client, tmp_path
+):
+    marker = tmp_path / "pwned"
+
+    @redray.remote
+    def victim():
+        return "real"
+
+    runtime = redray.api.current_runtime()
+    key, _ = runtime.function_key(victim._function, victim._name)
+    redis_client.set(key, malicious(marker))
+    with pytest.raises(redray.exceptions.RayError, match="signature check"):
+        redray.get(victim.remote(), timeout=30)
+    assert not marker.exists()
+    assert signed.process.poll() is None
+    assert any("signature check" in r for r in _dead_letter_reasons(redis_client, Keys()))
+
+
+def test_a_queued_spec_rewritten_in_redis_is_never_unpickled_and_its_owner_is_told(
+    signed, settings, node_factory, redis_client, tmp_path
+):
+    marker = tmp_path / "pwned"
+    with pytest.warns(UserWarning, match="later"):
+        ref = double.options(resources={"later": 1}).remote(1)  # queued: no node has it yet
+    redray.api.current_runtime().flush()
+    keys = Keys(settings.prefix)
+    tid = ids.task_of(ref.hex())
+    wait_for(lambda: redis_client.hexists(keys.task_spec, tid), what="the task queued")
+    redis_client.hset(keys.task_spec, tid, malicious(marker))
+    late = node_factory(num_cpus=1, resources={"later": 1}, config={"secret": SECRET})
+    with pytest.raises(redray.exceptions.RaySystemError, match="signature check"):
+        redray.get(ref, timeout=30)
+    assert not marker.exists()
+    assert late.process.poll() is None
+    # the node still runs honest work
+    assert redray.get(double.options(resources={"later": 1}).remote(4), timeout=30) == 8
+
+
+def test_an_object_record_rewritten_in_redis_is_never_unpickled(
+    signed, settings, redis_client, tmp_path
+):
+    marker = tmp_path / "pwned"
+    ref = redray.put(b"honest")
+    redis_client.hset(Keys(settings.prefix).obj(ref.hex()), "d", malicious_record(marker))
+    with pytest.raises(redray.exceptions.RayError, match="signature check"):
+        redray.get(length.remote(ref), timeout=30)  # the executor reads it from Redis
+    assert not marker.exists()
+    assert signed.process.poll() is None
+
+
+def test_a_forged_notice_is_ignored_and_get_returns_the_real_value(
+    signed, settings, redis_client, tmp_path
+):
+    marker = tmp_path / "pwned"
+    ref = slow.remote("real")
+    runtime = redray.api.current_runtime()
+    runtime.flush()
+    forged = b"o" + ref.hex().encode() + b"\0" + malicious_record(marker)
+    redis_client.rpush(Keys(settings.prefix).inbox(runtime.worker_id), forged)
+    assert redray.get(ref, timeout=30) == "real"
+    assert not marker.exists()
+
+
+def test_mismatched_secrets_run_nothing(settings, node_factory, redis_client, tmp_path):
+    marker = tmp_path / "ran"
+    node = node_factory(num_cpus=1, config={"secret": "another-secret"})
+    redray.init(address=settings.to_url(), _secret=SECRET)
+
+    with pytest.raises(redray.exceptions.RaySystemError, match="signature check"):
+        redray.get(touch.remote(str(marker)), timeout=30)
+    assert not marker.exists()
+    assert node.process.poll() is None
+    redray.shutdown()
+
+
+def test_an_unsigned_driver_runs_nothing_on_a_signed_cluster(
+    settings, node_factory, redis_client, tmp_path
+):
+    marker = tmp_path / "ran"
+    node_factory(num_cpus=1, config={"secret": SECRET})
+    redray.init(address=settings.to_url())  # no secret
+
+    # the worker cannot read the owner from an unsigned spec: the driver sees
+    # the task dropped without a result at its next re-check
+    with pytest.raises(redray.exceptions.RaySystemError, match="signature check"):
+        redray.get(touch.remote(str(marker)), timeout=30)
+    assert not marker.exists()
+    redray.shutdown()
+
+
+def test_a_forged_actor_call_is_never_unpickled(signed, settings, redis_client, tmp_path):
+    marker = tmp_path / "pwned"
+    counter = Counter.remote()
+    assert redray.get(counter.incr.remote()) == 1
+    mailbox = Keys(settings.prefix).mailbox(counter._actor_id)
+    redis_client.xadd(mailbox, {"s": malicious(marker)})
+    assert redray.get(counter.incr.remote(), timeout=30) == 2  # the actor carries on
+    assert not marker.exists()
+    wait_for(
+        lambda: any("signature check" in r for r in _dead_letter_reasons(redis_client, Keys())),
+        what="the forged call kept as a dead letter",
+    )
+
+
+def test_a_forged_queue_item_is_never_unpickled(signed, settings, redis_client, tmp_path):
+    marker = tmp_path / "pwned"
+    queue = Queue()
+    queue.put("honest")
+    redis_client.rpush(Keys(settings.prefix).queue(queue.queue_id), malicious(marker))
+    assert queue.get(timeout=5) == "honest"
+    with pytest.raises(redray.exceptions.RaySystemError, match="signature check"):
+        queue.get(timeout=5)
+    assert not marker.exists()
+
+
+def test_the_secret_is_not_in_any_command_line(signed):
+    import psutil
+
+    redray.get(double.remote(1))
+    for proc in [
+        psutil.Process(signed.process.pid),
+        *psutil.Process(signed.process.pid).children(),
+    ]:
+        assert SECRET not in " ".join(proc.cmdline())
+    assert SECRET not in " ".join(psutil.Process(os.getpid()).cmdline())
+
+
+def test_a_task_dropped_as_unreadable_fails_for_its_owner_instead_of_hanging(
+    cluster, settings, node_factory, redis_client
+):
+    with pytest.warns(UserWarning, match="later"):
+        ref = double.options(resources={"later": 1}).remote(1)
+    redray.api.current_runtime().flush()
+    keys = Keys(settings.prefix)
+    tid = ids.task_of(ref.hex())
+    wait_for(lambda: redis_client.hexists(keys.task_spec, tid), what="the task queued")
+    redis_client.hset(keys.task_spec, tid, b"not a task spec")
+    node_factory(num_cpus=1, resources={"later": 1})
+    with pytest.raises(redray.exceptions.RaySystemError, match="dead-letters"):
+        redray.get(ref, timeout=30)
