@@ -24,6 +24,7 @@ from typing import Any
 from . import cancellation, jobs
 from .cluster import Cluster
 from .connections import TRANSIENT
+from .constants import INLINE_LIMIT
 from .exceptions import GetTimeoutError, RaySystemError, RayTaskError
 from .identity import Identity
 from .inbox import Inbox
@@ -32,7 +33,7 @@ from .objects import ObjectClient
 from .reference_table import Held, ReferenceTable
 from .registry import Registry
 from .scripts import ReturnValue
-from .serialization import KIND_ERROR, Serializer
+from .serialization import KIND_ERROR, Serializer, frames_size
 from .settings import Settings
 from .submitter import Submitter
 
@@ -292,7 +293,14 @@ class Runtime:
         except Exception as exc:
             raise TypeError(f"Could not serialize the value passed to put(): {exc!r}") from exc
         if self.refs.released:
-            self.submitter.wake()  # let the flusher delete what was dropped
+            if frames_size(frames) > INLINE_LIMIT:
+                # a large put keeps a private copy until its ObjectRef goes:
+                # free the copies already dropped before making another (a
+                # loop of large puts would outrun the flusher, which a long
+                # copy holding the GIL starves, and memory would only grow)
+                self._free_now()
+            else:
+                self.submitter.wake()  # let the flusher delete what was dropped
         oid = self.objects.put(frames)
         return ObjectRef(oid, self)
 

@@ -50,6 +50,17 @@ def test_results_of_fire_and_forget_tasks_are_freed_while_the_job_runs(cluster, 
     wait_for(lambda: _objects(redis_client, keys) == before, timeout=30)
 
 
+def test_a_loop_of_large_puts_keeps_one_private_copy_not_all_of_them(cluster):
+    runtime = session.current_runtime()
+    big = b"q" * (2 * 1024 * 1024)
+    held = []
+    for _ in range(20):
+        assert len(redray.get(redray.put(big))) == len(big)  # the ref is dropped at once
+        held.append(len(runtime.objects.large_owned))
+    # each put frees the copies already dropped before it makes its own
+    assert max(held) <= 2, held
+
+
 def test_results_of_fire_and_forget_actor_calls_are_freed_and_their_bookkeeping_goes(
     cluster, redis_client
 ):
