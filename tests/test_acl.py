@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import redis
-from conftest import assert_back_to_baseline, cluster_keys, start_node
+from conftest import assert_back_to_baseline, cluster_keys
 
 import redray
 from redray import acl
@@ -79,10 +79,12 @@ class Box:
         return v
 
 
-def test_a_cluster_lives_its_whole_life_under_the_least_privilege_user(admin, acl_server):
+def test_a_cluster_lives_its_whole_life_under_the_least_privilege_user(
+    admin, acl_server, node_factory
+):
     settings = _user(admin, acl_server, "acl" + uuid.uuid4().hex[:6])
     keys = Keys(settings.prefix)
-    node = start_node(settings, num_cpus=2)
+    node = node_factory(settings=settings, num_cpus=2)  # stopped by the fixture if we fail
     baseline = cluster_keys(admin, keys)
     redray.init(address=settings.to_url())
     try:
@@ -118,12 +120,14 @@ def where(i):
     return i, redray.get_runtime_context().get_node_id()
 
 
-def test_a_dead_nodes_work_is_recovered_under_the_least_privilege_user(admin, acl_server):
+def test_a_dead_nodes_work_is_recovered_under_the_least_privilege_user(
+    admin, acl_server, node_factory
+):
     settings = _user(admin, acl_server, "rec" + uuid.uuid4().hex[:6])
     keys = Keys(settings.prefix)
     fast = {"node_timeout": 2.0}
-    doomed = start_node(settings, num_cpus=2, config=fast)
-    survivor = start_node(settings, num_cpus=2, config=fast)
+    doomed = node_factory(settings=settings, num_cpus=2, config=fast)
+    survivor = node_factory(settings=settings, num_cpus=2, config=fast)
     baseline = cluster_keys(admin, keys)
     redray.init(address=settings.to_url())
     try:

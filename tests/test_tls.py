@@ -46,8 +46,8 @@ def tls_cluster(tls_server):
     client.flushall()
     client.close()
     node = start_node(settings, num_cpus=2)
-    redray.init(address=settings.to_url())
     try:
+        redray.init(address=settings.to_url())
         yield settings
     finally:
         redray.shutdown()
