@@ -17,9 +17,9 @@ from . import control, ids
 from . import task_spec as ts
 from .cluster import Cluster
 from .exceptions import TaskCancelledError
-from .objects import ObjectClient
+from .recovery import fail_task
 from .reference_table import ReferenceTable
-from .serialization import KIND_ERROR
+from .scripts import NO_OWNER
 from .submitter import Submitter
 
 
@@ -27,7 +27,6 @@ def cancel(
     cluster: Cluster,
     submitter: Submitter,
     refs: ReferenceTable,
-    objects: ObjectClient,
     oid: str,
     *,
     force: bool = False,
@@ -48,7 +47,7 @@ def cancel(
         return True
     state = cluster.scripts.cancel(tid, cluster.scripts.known_shapes())
     if state == "removed":
-        publish_cancelled(cluster, objects, tid)
+        publish_cancelled(cluster, tid)
         return True
     if state.startswith("R"):
         node_id, _, worker_id = state[1:].partition(" ")
@@ -57,7 +56,7 @@ def cancel(
     return False
 
 
-def publish_cancelled(cluster: Cluster, objects: ObjectClient, tid: str) -> None:
+def publish_cancelled(cluster: Cluster, tid: str) -> None:
     """A cancelled task that never ran: its results are TaskCancelledError."""
     spec_raw: Any = cluster.client.hget(cluster.keys.task_spec, tid)
     try:
@@ -68,19 +67,8 @@ def publish_cancelled(cluster: Cluster, objects: ObjectClient, tid: str) -> None
         spec = None
     if spec is None:
         cluster.scripts.complete(
-            task_id=tid, job_id="", owner="-", node_id=None, returns=[], retry=True
+            task_id=tid, job_id="", owner=NO_OWNER, node_id=None, returns=[], retry=True
         )
         return
-    frames = objects.error_frames(TaskCancelledError(tid))
-    returns = [
-        objects.return_value(ids.return_id(tid, i), KIND_ERROR, frames, "c", job_id=spec.job_id)
-        for i in ts.result_indexes(spec)
-    ]
-    cluster.scripts.complete(
-        task_id=tid,
-        job_id=spec.job_id,
-        owner=spec.owner,
-        node_id=None,
-        returns=returns,
-        retry=True,
-    )
+    oids = [ids.return_id(tid, i) for i in ts.result_indexes(spec)]
+    fail_task(cluster, tid, spec.job_id, spec.owner, oids, TaskCancelledError(tid))

@@ -88,20 +88,23 @@ def recover_task(
             f"The task {spec.function_name} ({task_id}) died (its {where}: {how}) and its "
             f"retry budget (max_retries={spec.max_retries}) is spent."
         )
+    oids = [ids.return_id(task_id, i) for i in ts.result_indexes(spec)]
+    fail_task(cluster, task_id, spec.job_id, spec.owner, oids, err)
+
+
+def fail_task(
+    cluster: Cluster, task_id: str, job_id: str, owner: str, oids: list[str], err: BaseException
+) -> None:
+    """Publish ``err`` as every one of ``oids`` (the task's results), for its
+    owner and anything that waits on them. Safe to repeat: results are
+    first-write-wins and ``complete`` is retried idempotently."""
     frames = cluster.error_frames(err)
-    returns = []
-    for i in ts.result_indexes(spec):
-        oid = ids.return_id(task_id, i)
-        returns.append(
-            ReturnValue(oid, bytes(encode_record(KIND_ERROR, frames, cluster.signer, oid)["d"]))
-        )
+    returns = [
+        ReturnValue(oid, bytes(encode_record(KIND_ERROR, frames, cluster.signer, oid)["d"]))
+        for oid in oids
+    ]
     cluster.scripts.complete(
-        task_id=task_id,
-        job_id=spec.job_id,
-        owner=spec.owner,
-        node_id=None,
-        returns=returns,
-        retry=True,
+        task_id=task_id, job_id=job_id, owner=owner, node_id=None, returns=returns, retry=True
     )
 
 

@@ -30,6 +30,7 @@ from .identity import Identity
 from .inbox import Inbox
 from .object_ref import ObjectRef
 from .objects import ObjectClient
+from .recovery import fail_task
 from .reference_table import Held, ReferenceTable
 from .registry import Registry
 from .scripts import ReturnValue
@@ -185,17 +186,8 @@ class Runtime:
         if not oids:
             return
         err = RaySystemError(f"Task {task_id} was not run: {why}")
-        frames = self.objects.error_frames(err)
-        returns = [self.objects.return_value(oid, KIND_ERROR, frames, "r") for oid in oids]
         try:
-            self.scripts.complete(
-                task_id=task_id,
-                job_id=self.job_id,
-                owner=self.worker_id,
-                node_id=None,
-                returns=returns,
-                retry=True,
-            )
+            fail_task(self.cluster, task_id, self.job_id, self.worker_id, oids, err)
         except TRANSIENT:
             log.warning("could not publish the rejection of task %s; its get re-checks", task_id)
 
@@ -364,13 +356,7 @@ class Runtime:
         """Cancel the task that produces ``oid`` (see cancellation.py);
         False when it had already finished."""
         return cancellation.cancel(
-            self.cluster,
-            self.submitter,
-            self.refs,
-            self.objects,
-            oid,
-            force=force,
-            recursive=recursive,
+            self.cluster, self.submitter, self.refs, oid, force=force, recursive=recursive
         )
 
     def cleanup_job(self, job_id: str) -> bool:
