@@ -34,7 +34,8 @@ def notice(task_id: str, why: str) -> bytes:
 def report(client: redis.Redis, keys: Keys, raw_spec: bytes, task_id: str, why: str) -> None:
     """Best effort: tell the owner the envelope of ``raw_spec`` names, if it
     looks like a live worker id (its submission watermark exists), that task
-    ``task_id`` (by default the one the envelope names) was refused."""
+    ``task_id`` (by default the one the envelope names) was refused.
+    ``client`` is the single-shot one: a re-sent push would notify twice."""
     owner, _job, named = ts.owner_of(raw_spec)
     task_id = task_id or named
     if not (_ID.fullmatch(owner) and _ID.fullmatch(task_id)):

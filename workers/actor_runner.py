@@ -250,7 +250,7 @@ class ActorRunner:
                 actor=self.actor_id,
                 entry=entry_id.decode(errors="replace"),
             )
-            rejections.report(self.rt.client, self.keys, raw, "", why)
+            rejections.report(self.rt.cluster.single, self.keys, raw, "", why)
             return None
         except ValueError as exc:
             dead_letters.record(

@@ -455,7 +455,7 @@ class Executor:
             claimed.spec,
             task=claimed.task_id,
         )
-        rejections.report(self.client, self.keys, claimed.spec, claimed.task_id, why)
+        rejections.report(self.single, self.keys, claimed.spec, claimed.task_id, why)
 
     def _system_error(self, spec: ts.TaskSpec, exc: BaseException) -> list[ReturnValue]:
         err = RaySystemError(
