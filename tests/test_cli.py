@@ -27,7 +27,7 @@ from conftest import start_node, worker_env
 
 import redray
 from redray import api
-from redray.cli import main
+from redray.cli import main, processes
 from redray.cli.main import cli
 from redray.constants import Keys
 from redray.server import free_port
@@ -85,7 +85,9 @@ def redray_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     assert api.address_file().parent == tmp / "redray-sessions"
     yield tmp / "redray-sessions"
     # safety net for a failed test: nothing it started may outlive it
-    leftovers = [psutil.Process(e["pid"]) for e in main.read_state() if main.live_process(e)]
+    leftovers = [
+        psutil.Process(e["pid"]) for e in processes.read_state() if processes.live_process(e)
+    ]
     if leftovers:
         CliRunner().invoke(cli, ["stop", "--force"])
         for proc in wait_gone(leftovers, 5):
@@ -269,7 +271,7 @@ def test_start_head_init_auto_and_stop(redray_tmp: Path) -> None:
     saved = Settings.from_url(api.address_file().read_text().strip())
     assert saved.display == address and saved.password
     assert saved.password not in result.stdout + result.stderr
-    entries = main.read_state()
+    entries = processes.read_state()
     assert sorted(e["kind"] for e in entries) == ["node", "server"]
     procs = [psutil.Process(e["pid"]) for e in entries]
     for entry, proc in zip(entries, procs):
@@ -298,7 +300,7 @@ def test_start_head_init_auto_and_stop(redray_tmp: Path) -> None:
     second = CliRunner().invoke(cli, ["start", "--head", "--port", str(free_port())])
     assert second.exit_code == 1
     assert "already running" in second.output
-    assert len(main.read_state()) == 2
+    assert len(processes.read_state()) == 2
 
     stopped = CliRunner().invoke(cli, ["stop"])
     assert stopped.exit_code == 0, stopped.output
@@ -306,7 +308,7 @@ def test_start_head_init_auto_and_stop(redray_tmp: Path) -> None:
     assert "Stopped Redis server" in stopped.output
     assert wait_gone(procs + executors, 1) == []
     assert not api.address_file().exists()
-    assert not main.state_file().exists()
+    assert not processes.state_file().exists()
 
     again = CliRunner().invoke(cli, ["stop"])
     assert again.exit_code == 0
@@ -327,7 +329,7 @@ def test_head_takes_its_password_from_a_file_and_no_process_shows_it(
     assert result.returncode == 0, result.stdout + result.stderr
     try:
         assert secret not in result.stdout + result.stderr
-        for path in (api.address_file(), main.state_file()):
+        for path in (api.address_file(), processes.state_file()):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         saved = Settings.from_url(api.address_file().read_text().strip())
         assert saved.password == secret and saved.username == "redray"
@@ -346,7 +348,7 @@ def test_head_takes_its_password_from_a_file_and_no_process_shows_it(
         status = CliRunner().invoke(cli, ["status"])
         assert status.exit_code == 0, status.output
         assert secret not in status.output
-        procs = [psutil.Process(e["pid"]) for e in main.read_state()]
+        procs = [psutil.Process(e["pid"]) for e in processes.read_state()]
         lines = [" ".join(p.cmdline()) for p in procs]
         lines += [" ".join(c.cmdline()) for p in procs for c in p.children(recursive=True)]
         assert len(lines) >= 3  # the server, the node and an executor
@@ -381,7 +383,7 @@ def test_start_address_joins_an_existing_cluster(
         "start", "--address", settings.to_url(), "--num-cpus", "1", "--resources", '{"bar": 3}'
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    [entry] = main.read_state()
+    [entry] = processes.read_state()
     assert entry["kind"] == "node"
     proc = psutil.Process(entry["pid"])
     executors = proc.children(recursive=True)
@@ -400,7 +402,7 @@ def test_start_address_joins_an_existing_cluster(
     assert "Stopped node agent" in stopped.output
     assert wait_gone([proc, *executors], 1) == []
     assert not api.address_file().exists()
-    assert not main.state_file().exists()
+    assert not processes.state_file().exists()
     if not force:  # a node stopped with SIGTERM deregisters itself
         client = settings.client()
         try:
@@ -417,7 +419,7 @@ def test_start_head_on_a_taken_port_fails_and_leaves_nothing(
     )
     assert result.exit_code == 1, result.output
     assert "Could not start the Redis server" in result.output
-    assert main.read_state() == []
+    assert processes.read_state() == []
     assert not api.address_file().exists()
 
 
@@ -425,7 +427,7 @@ def test_start_address_unreachable_fails(redray_tmp: Path) -> None:
     result = CliRunner().invoke(cli, ["start", "--address", f"redis://127.0.0.1:{free_port()}"])
     assert result.exit_code == 1
     assert "Could not reach" in result.output
-    assert main.read_state() == []
+    assert processes.read_state() == []
 
 
 @pytest.mark.parametrize(
@@ -441,7 +443,7 @@ def test_start_usage_errors(args: list[str], message: str, redray_tmp: Path) -> 
     result = CliRunner().invoke(cli, ["start", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
-    assert main.read_state() == []
+    assert processes.read_state() == []
 
 
 def test_stop_with_nothing_running(redray_tmp: Path) -> None:
@@ -456,7 +458,7 @@ def test_stop_never_signals_a_reused_pid(redray_tmp: Path) -> None:
     try:
         created = psutil.Process(bystander.pid).create_time()
         redray_tmp.mkdir(parents=True, exist_ok=True)
-        main.state_file().write_text(
+        processes.state_file().write_text(
             json.dumps(
                 [
                     {"pid": bystander.pid, "kind": "node", "create_time": created - 1000},
@@ -471,7 +473,7 @@ def test_stop_never_signals_a_reused_pid(redray_tmp: Path) -> None:
         assert "No redray processes" in result.output
         time.sleep(0.2)
         assert bystander.poll() is None
-        assert not main.state_file().exists()
+        assert not processes.state_file().exists()
         assert not api.address_file().exists()
     finally:
         bystander.kill()
