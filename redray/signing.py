@@ -112,12 +112,8 @@ class Signer:
             raise SignatureError(
                 "it is not signed: it was written by someone without the cluster secret"
             )
-        if len(view) < _HEAD:
-            raise SignatureError("its envelope is truncated")
         raw = data if type(data) is bytes else view.tobytes()
-        end = _HEAD + int.from_bytes(raw[_HEAD - 2 : _HEAD], "little")
-        if len(raw) < end:
-            raise SignatureError("its envelope is truncated")
+        end = _payload_start(raw)
         expected = self.tag(role, binding, (raw[_HEAD - 2 : end], raw[end:]))
         if not hmac.compare_digest(raw[2 : 2 + TAG_LEN], expected):
             raise SignatureError(
@@ -134,20 +130,19 @@ def hint_of(data: bytes | memoryview) -> bytes:
     if bytes(view[: len(MAGIC)]) != MAGIC or len(view) < _HEAD:
         return b""
     try:
-        head, _ = _split(view)
+        return bytes(view[_HEAD : _payload_start(view)])
     except SignatureError:
         return b""
-    return bytes(head[2:])
 
 
-def _split(view: memoryview) -> tuple[memoryview, memoryview]:
-    if len(view) < _HEAD:
+def _payload_start(sealed: bytes | memoryview) -> int:
+    """Where the payload of a sealed value starts (after magic, tag, hint length, hint)."""
+    if len(sealed) < _HEAD:
         raise SignatureError("its envelope is truncated")
-    (n,) = struct.unpack_from("<H", view, len(MAGIC) + TAG_LEN)
-    end = _HEAD + n
-    if len(view) < end:
+    end = _HEAD + int.from_bytes(sealed[_HEAD - 2 : _HEAD], "little")
+    if len(sealed) < end:
         raise SignatureError("its envelope is truncated")
-    return view[len(MAGIC) + TAG_LEN : end], view[end:]
+    return end
 
 
 def seal_header(signer: Signer, binding: str, header: bytes, frames: Iterable[Any]) -> bytes:

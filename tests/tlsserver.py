@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from redray.server import free_port
+from redray.server import ServerProcess, free_port, launch_server
 from redray.settings import Settings
 
 PASSWORD = "tls-test-password"
@@ -47,69 +47,42 @@ def candidates() -> list[str]:
 
 @dataclass
 class TlsServer:
-    process: subprocess.Popen[bytes]
+    server: ServerProcess
     settings: Settings
     directory: Path
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.server.process
+
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        self.server.stop()
 
 
 def start(binary: str, directory: Path, certs: dict[str, str]) -> TlsServer | None:
     """Start ``binary`` TLS-only; None if it cannot do TLS."""
     port = free_port()
-    conf = directory / "auth.conf"
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"requirepass {PASSWORD}\n")
-    proc = subprocess.Popen(
-        [
-            binary,
-            str(conf),
-            "--port",
-            "0",
-            "--tls-port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--tls-cert-file",
-            certs["server.crt"],
-            "--tls-key-file",
-            certs["server.key"],
-            "--tls-ca-cert-file",
-            certs["ca.crt"],
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-            "--daemonize",
-            "no",
-        ],  # fmt: skip
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    tls_args = [
+        "--port", "0",
+        "--tls-port", str(port),
+        "--tls-cert-file", certs["server.crt"],
+        "--tls-key-file", certs["server.key"],
+        "--tls-ca-cert-file", certs["ca.crt"],
+        "--tls-auth-clients", "no",
+    ]  # fmt: skip
+    launched = launch_server(
+        binary=binary, directory=str(directory), password=PASSWORD, extra_args=tls_args
     )
     settings = Settings(
         host="127.0.0.1", port=port, password=PASSWORD, tls=True, ssl_ca_certs=certs["ca.crt"]
     )
-    server = TlsServer(proc, settings, directory)
+    server = TlsServer(launched, settings, directory)
     client = settings.client()
     deadline = time.monotonic() + 10
     try:
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return None  # e.g. "not compiled with TLS support"
+            if launched.process.poll() is not None:
+                break  # e.g. "not compiled with TLS support"
             try:
                 client.ping()
                 return server
