@@ -29,6 +29,9 @@ class Cluster:
     #: client that never retries: pops and blocking calls
     single: redis.Redis
     scripts: Scripts
+    #: a connection of ``single`` kept for the hot blocking reads (an
+    #: executor's wait for work, a driver's wait for results)
+    single_lane: connections.Lane
     serializer: Serializer = field(default_factory=CloudpickleSerializer)
     #: seals and opens what this process writes and unpickles (signing.py)
     signer: Signer = field(default_factory=lambda: Signer(None, ""))
@@ -37,12 +40,14 @@ class Cluster:
     def connect(cls, settings: Settings, serializer: Serializer | None = None) -> Cluster:
         keys = Keys(settings.prefix)
         client = connections.client(settings)
+        single = connections.single_shot(settings)
         return cls(
             settings,
             keys,
             client,
-            connections.single_shot(settings),
+            single,
             Scripts(client, keys, settings),
+            connections.Lane(single),
             serializer or CloudpickleSerializer(),
             Signer(settings.secret, settings.prefix),
         )
@@ -51,5 +56,7 @@ class Cluster:
         return error_frames(self.serializer, error)
 
     def close(self) -> None:
+        self.scripts.lane.close()
+        self.single_lane.close()
         self.client.close()
         self.single.close()

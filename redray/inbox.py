@@ -24,6 +24,7 @@ from typing import Any, cast
 import redis
 
 from . import dead_letters, ids
+from .cluster import Cluster
 from .connections import (
     BLOCK_MARGIN,
     BLOCK_SLICE,
@@ -32,13 +33,10 @@ from .connections import (
     blocking_call,
     connection_error,
 )
-from .constants import Keys
 from .identity import Identity
 from .reference_table import Held, ReferenceTable
-from .scripts import Scripts
 from .serialization import decode_small
-from .settings import Settings
-from .signing import SignatureError, Signer
+from .signing import SignatureError
 from .submitter import Submitter
 
 log = logging.getLogger(__name__)
@@ -64,31 +62,28 @@ def _is_notice(kind: bytes, ident: str) -> bool:
 class Inbox:
     def __init__(
         self,
-        settings: Settings,
-        keys: Keys,
-        client: redis.Redis,
-        single: redis.Redis,
-        scripts: Scripts,
+        cluster: Cluster,
         refs: ReferenceTable,
         identity: Identity,
         submitter: Submitter,
-        signer: Signer,
         *,
         watch_job: bool = False,
     ) -> None:
-        self.signer = signer
+        self.signer = cluster.signer
         #: a worker refused one of this process's tasks (its spec failed its
         #: signature check): (task id, why); the runtime fails its returns
         self.on_rejected: Callable[[str, str], None] | None = None
-        self.settings = settings
-        self.keys = keys
-        self.client = client
-        self.single = single
-        self.scripts = scripts
+        self.settings = cluster.settings
+        self.keys = cluster.keys
+        self.client = cluster.client
+        self.single = cluster.single
+        #: the kept connection of the blocking reads (connections.Lane)
+        self.lane = cluster.single_lane
+        self.scripts = cluster.scripts
         self.refs = refs
         self.identity = identity
         self.submitter = submitter
-        self.key = keys.inbox(identity.worker_id)
+        self.key = self.keys.inbox(identity.worker_id)
         #: a driver's waits also check that its job still exists
         self.watch_job = watch_job
         #: set when the job was found reaped: every wait raises it
@@ -294,7 +289,7 @@ class Inbox:
                 with self._cond:
                     return self._cond.wait(block), None
             try:
-                reply = blocking_call(self.single, block, "BLPOP", *extra, max(block, 0.001))
+                reply = blocking_call(self.lane, block, "BLPOP", *extra, max(block, 0.001))
             except TRANSIENT as exc:
                 self._outage(exc)
                 return False, None
@@ -313,11 +308,11 @@ class Inbox:
                     block = min(block, COMBINED_BLOCK)
                     reply = self.submitter.send_with(
                         lambda pipe: pipe.command("BLPOP", *keys, max(block, 0.001)),
-                        self.single,
+                        self.lane,
                         block + BLOCK_MARGIN,
                     )[0]
                 else:
-                    reply = blocking_call(self.single, block, "BLPOP", *keys, max(block, 0.001))
+                    reply = blocking_call(self.lane, block, "BLPOP", *keys, max(block, 0.001))
                 arrived: list[str] = []
                 if reply is not None:
                     key = bytes(reply[0]).decode()

@@ -102,17 +102,7 @@ class Runtime:
             self._housekeeping,
             self.signer,
         )
-        self.inbox = Inbox(
-            settings,
-            self.keys,
-            self.client,
-            self.cluster.single,
-            self.scripts,
-            self.refs,
-            self.identity,
-            self.submitter,
-            self.signer,
-        )
+        self.inbox = Inbox(self.cluster, self.refs, self.identity, self.submitter)
         self.inbox.on_rejected = self._task_rejected
         #: a driver heartbeats its job so the cluster can clean up after it dies
         self.heartbeat: jobs.JobHeartbeat | None = None

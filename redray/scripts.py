@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeVar
 import redis
 from redis.commands.core import Script
 
-from .connections import Batch, retrying
+from .connections import Batch, Lane, retrying
 from .constants import MAILBOX_GROUP, MAX_DEAD_LETTERS, Keys
 from .settings import Settings
 
@@ -110,6 +110,8 @@ class Scripts:
 
     def __init__(self, client: redis.Redis, keys: Keys, settings: Settings | None = None) -> None:
         self.client = client
+        #: the connection the hot calls (claim, publish, submit) keep
+        self.lane = Lane(client)
         self.keys = keys
         self.settings = settings or Settings()
         self._scripts: dict[str, Script] = {n: client.register_script(_source(n)) for n in _NAMES}
@@ -145,14 +147,14 @@ class Scripts:
             return None
 
         def once() -> Any:
-            batch = Batch(self.client)
+            batch = Batch(self.lane)
             batch.evalsha(script, keys, args)
             return batch.execute()[0]
 
         return retrying(self.settings, once) if retry else once()
 
     def batch(self) -> Batch:
-        return Batch(self.client)
+        return Batch(self.lane)
 
     def retrying(self, fn: Callable[[], T]) -> T:
         return retrying(self.settings, fn)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import redis
 
 from .actor_records import ErrorFrames, fail_call
-from .connections import TRANSIENT, Batch, connection_error
+from .connections import TRANSIENT, Batch, Lane, connection_error
 from .identity import Identity
 from .reference_table import ReferenceTable
 from .scripts import Scripts
@@ -165,7 +165,7 @@ class Submitter:
         self._wake.set()
 
     def send_with(
-        self, extra: Callable[[Batch], None], client: redis.Redis, timeout: float
+        self, extra: Callable[[Batch], None], client: redis.Redis | Lane, timeout: float
     ) -> list[Any]:
         """Send what is buffered and ``extra``'s commands in one round trip on
         ``client`` (the synchronous path: submissions plus the first BLPOP);

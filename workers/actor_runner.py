@@ -311,7 +311,7 @@ class ActorRunner:
                 return pending
         try:
             reply = blocking_call(
-                self.rt.cluster.single, READ_BLOCK_MS / 1000, *self._read_command()
+                self.rt.cluster.single_lane, READ_BLOCK_MS / 1000, *self._read_command()
             )
         except TRANSIENT:
             self.reread = True
@@ -321,7 +321,7 @@ class ActorRunner:
     def _read_pending(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries delivered to this consumer and not yet published, in order,
         less those running now (threaded and async actors)."""
-        pipe = Batch(self.rt.cluster.single)
+        pipe = Batch(self.rt.cluster.single_lane)
         pipe.command(
             "XREADGROUP", "GROUP", MAILBOX_GROUP, self.consumer, "STREAMS", self.mailbox, "0"
         )
@@ -571,7 +571,7 @@ class ActorRunner:
                 entries = self._read()
                 continue
             rt.settle()
-            pipe = Batch(rt.cluster.single)
+            pipe = Batch(rt.cluster.single_lane)
             terminate = self._queue_publish(pipe, done)
             if terminate:
                 self._publish(done)

@@ -80,6 +80,7 @@ class Executor:
         self.scripts = self.runtime.scripts
         self.client = self.runtime.client
         self.single = self.runtime.cluster.single
+        self.lane = self.runtime.cluster.single_lane
         self.functions = ex.FunctionCache(self.runtime)
         self.shapes: list[str] = []
         self._shapes_at = 0.0
@@ -96,15 +97,20 @@ class Executor:
         self.parked_until = 0.0
         #: KeyboardInterrupt (cancel) may only be raised while this is set
         self.in_user_code = False
+        #: (task, actor, memory limit) last written to this executor's slot
+        self._slot_fields: tuple[str, str, int] | None = None
 
     # -- state ---------------------------------------------------------------------
     def set_state(self, state: int, task_id: str = "", actor_id: str = "", memory: int = 0) -> None:
         slots = self.slots
         if slots is not None:
-            slots.set_task(self.slot, task_id)
-            slots.set_actor(self.slot, actor_id)
-            # the agent kills this process if it grows past what was declared
-            slots.set_memory_limit(self.slot, memory)
+            # written only when changed: twice per task otherwise
+            if self._slot_fields != (task_id, actor_id, memory):
+                self._slot_fields = (task_id, actor_id, memory)
+                slots.set_task(self.slot, task_id)
+                slots.set_actor(self.slot, actor_id)
+                # the agent kills this process if it grows past what was declared
+                slots.set_memory_limit(self.slot, memory)
             slots.set_state(self.slot, state)
             # the agent sleeps until it may need another executor: when a
             # task blocks, or when none is idle and the node has CPU left
@@ -207,7 +213,7 @@ class Executor:
         listen_bells = not parked and self._taking_work()
         keys = [wake, *([self.keys.bell(s) for s in self.shapes] if listen_bells else [])]
         block = max(self.parked_until - time.monotonic(), 0.01) if parked else IDLE_WAIT
-        reply = blocking_call(self.single, block, "BLPOP", *keys, block)
+        reply = blocking_call(self.lane, block, "BLPOP", *keys, block)
         held = 0
         if reply is None:
             if parked:
