@@ -11,6 +11,7 @@ reader and when it is deleted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 DEFAULT_PREFIX = "redray"
 
@@ -38,12 +39,12 @@ class Keys:
 
     prefix: str = DEFAULT_PREFIX
 
-    @property
+    @cached_property
     def tag(self) -> str:
         """The hash tag of the cluster-wide registry keys."""
         return "{" + self.prefix + "}"
 
-    @property
+    @cached_property
     def shard_tag(self) -> str:
         """The hash tag of the (one, today) scheduling shard."""
         return self.tag

@@ -19,7 +19,7 @@ import redis
 from . import dead_letters, ids
 from .buffers import frozen_copy
 from .bulk import BulkChannel
-from .connections import connection_error
+from .connections import Batch, connection_error
 from .constants import INLINE_LIMIT, Keys
 from .exceptions import ObjectLostError, ObjectStoreFullError, RaySystemError
 from .identity import Identity
@@ -247,15 +247,15 @@ class ObjectClient:
                     self._large_bytes -= cached[1]
         k = self.keys
         job_keys = k.job_keys(self.identity.job_id)
+        # one UNLINK and one SREM per thousand objects (all share the hash tag)
+        pipe = Batch(self.client)
+        for start in range(0, len(oids), 1000):
+            part = [key for o in oids[start : start + 1000] for key in (k.obj(o), k.done(o))]
+            pipe.command("UNLINK", *part)
+            pipe.command("SREM", job_keys, *part)
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for oid in oids:
-                    pipe.unlink(k.obj(oid), k.done(oid))
-                for start in range(0, len(oids), 1000):
-                    part = oids[start : start + 1000]
-                    pipe.srem(job_keys, *[k.obj(o) for o in part], *[k.done(o) for o in part])
-                pipe.execute()
-        except redis.RedisError:
+            pipe.execute()
+        except (redis.RedisError, RaySystemError):
             log.debug("could not free %d objects now; the job's cleanup will", len(oids))
 
     def _unlink(self, oid: str, job_id: str) -> None:
