@@ -5,6 +5,8 @@
 Ray runs in its own virtual environment (``pip install ray==2.60.0 numpy``)
 given by ``--ray-python`` or ``$RAY_PYTHON``; without one only redray runs.
 Targets are the issues': ratios redray/Ray (for seconds: Ray's / redray's).
+It first prints what a wake-up costs on the machine (``round_trip.py``):
+the latency lines' ratios move with it.
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ def main() -> None:
     parser.add_argument("--ray-python", default=os.environ.get("RAY_PYTHON", ""))
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
+    from round_trip import measure
+
+    machine = measure()
+    print(
+        f"machine: pipe round trip {machine['pipe_round_trip_us']:.1f} µs, "
+        f"Redis PING {machine['redis_ping_us']:.1f} µs"
+    )
     ours = run(sys.executable, "redray", args.seconds)
     ray = run(args.ray_python, "ray", args.seconds) if args.ray_python else {}
     print(f"{'benchmark':34s} {'Ray 2.60':>10s} {'redray':>10s} {'ratio':>7s} {'target':>7s}")

@@ -5,8 +5,10 @@ secret, interleaved, beside Ray 2.60 in the same run.
 
 Each round runs ``microbench.py`` once unsigned and once with
 ``REDRAY_SECRET`` set (its private cluster then signs every spec, call and
-record, and checks each before unpickling), in alternating order; medians
-over the rounds, the signed/unsigned ratio per line, and Ray's figures from
+record, and checks each before unpickling), in alternating order. Per line:
+the medians over the rounds, the median of the rounds' own signed/unsigned
+ratios (each round's two runs are back to back, so this ratio holds while
+the machine's speed drifts between rounds: quote it), and Ray's figures from
 one run for scale.
 """
 
@@ -70,15 +72,19 @@ def main() -> None:
         print(f"round {i + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     ray = run(args.ray_python, "ray", args.seconds, None) if args.ray_python else {}
 
-    print(f"{'benchmark':34s} {'unsigned':>10s} {'signed':>10s} {'signed/unsigned':>16s}"
-          f" {'Ray 2.60':>10s} {'signed/Ray':>10s}")  # fmt: skip
+    print(f"{'benchmark':34s} {'unsigned':>10s} {'signed':>10s} {'paired ratio':>13s}"
+          f" {'range':>13s} {'Ray 2.60':>10s} {'signed/Ray':>10s}")  # fmt: skip
     report = {}
     for name, label in LINES.items():
         a, b = statistics.median(plain[name]), statistics.median(signed[name])
+        pairs = [s / u for s, u in zip(signed[name], plain[name])]
+        paired = statistics.median(pairs)
         r = ray.get(name)
-        report[name] = {"unsigned": a, "signed": b, "ratio": b / a, "ray": r}
+        report[name] = {"unsigned": a, "signed": b, "paired_ratio": paired, "pairs": pairs,
+                        "ray": r}  # fmt: skip
         ray_part = f"{r:10.1f} {b / r:9.2f}x" if r else f"{'-':>10s} {'-':>10s}"
-        print(f"{label:34s} {a:10.1f} {b:10.1f} {b / a:15.3f}x {ray_part}")
+        spread = f"{min(pairs):.2f}-{max(pairs):.2f}"
+        print(f"{label:34s} {a:10.1f} {b:10.1f} {paired:12.3f}x {spread:>13s} {ray_part}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
