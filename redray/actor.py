@@ -86,11 +86,16 @@ def validate_actor_options(options: Mapping[str, Any], where: str) -> dict[str, 
             f"lifetime for {where} must be None, 'detached' or 'non_detached', got {lifetime!r}."
         )
     name = opts.get("name")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise ValueError(f"name for {where} must be a non-empty string, got {name!r}.")
     namespace = opts.get("namespace")
-    if namespace is not None and (not isinstance(namespace, str) or not namespace):
-        raise ValueError(f"namespace for {where} must be a non-empty string, got {namespace!r}.")
+    # as Ray: the wrong type is a TypeError, an empty string a ValueError
+    for option, value in (("name", name), ("namespace", namespace)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"{option} for {where} must be None or a string, got {type(value).__name__} "
+                f"{value!r}."
+            )
+        if value == "":
+            raise ValueError(f"{option} for {where} cannot be an empty string.")
     for key, low in (("max_restarts", -1), ("max_task_retries", -1), ("max_pending_calls", -1)):
         value = opts.get(key)
         if value is not None and (

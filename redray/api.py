@@ -23,7 +23,7 @@ import redis
 from . import connections, ids, jobs, session
 from .connections import connection_error
 from .constants import ADDRESS_FILE_NAME, SECRET_FILE_NAME, Keys
-from .context import RuntimeContext
+from .context import ClusterContext, RuntimeContext
 from .generator import ObjectRefGenerator
 from .node_launch import spawn_node
 from .object_ref import ObjectRef
@@ -153,7 +153,7 @@ def init(
     _job_grace_s: float | None = None,
     _secret: str | None = None,
     **kwargs: Any,
-) -> RuntimeContext:
+) -> ClusterContext:
     """Connect to a cluster, or start a private one on this machine.
 
     With no ``address`` (and no ``REDRAY_ADDRESS``), starts a Redis-compatible
@@ -182,7 +182,7 @@ def init(
         existing = session.current_runtime(required=False)
         if existing is not None:
             if ignore_reinit_error:
-                return RuntimeContext(existing)
+                return _cluster_context(existing)
             raise RuntimeError(
                 "Maybe you called redray.init twice by accident? This error can be suppressed "
                 "by passing in 'ignore_reinit_error=True' or by calling 'redray.shutdown()' "
@@ -208,7 +208,12 @@ def init(
             raise
         session.set_runtime(runtime)
         _global.is_driver = True
-        return RuntimeContext(runtime)
+        return _cluster_context(runtime)
+
+
+def _cluster_context(runtime: Runtime) -> ClusterContext:
+    server = _global.server
+    return ClusterContext(runtime, server.directory if server is not None else "")
 
 
 def _connect(
@@ -613,8 +618,9 @@ def nodes() -> list[dict[str, Any]]:
 
 
 def get_runtime_context() -> RuntimeContext:
-    """Ids of the current job, task, node and worker, and the task's resources."""
-    return RuntimeContext(current_runtime())
+    """Ids of the current job, task, node and worker, and the task's resources.
+    Starts a local cluster first when none is connected, as Ray does."""
+    return RuntimeContext(session.current_runtime(required=True, auto_init=True))
 
 
 def get_gpu_ids() -> list[int] | list[str]:

@@ -1,4 +1,5 @@
-"""``get_runtime_context()``: who and where the calling code runs."""
+"""``get_runtime_context()``: who and where the calling code runs; and
+``ClusterContext``, what ``init()`` returns."""
 
 from __future__ import annotations
 
@@ -129,7 +130,8 @@ class RuntimeContext:
 
     @property
     def gcs_address(self) -> str:
-        return self._runtime.settings.to_url()
+        """The cluster's address, without its password (shown, printed, logged)."""
+        return self._runtime.settings.display
 
     def get(self) -> dict[str, Any]:
         return {
@@ -137,3 +139,59 @@ class RuntimeContext:
             "node_id": self.get_node_id(),
             "task_id": self.get_task_id(),
         }
+
+
+class ClusterContext:
+    """What ``init()`` returns, as Ray's ``RayContext``: ``address_info``
+    (also by key: ``init()["address"]``), ``dashboard_url``, the versions,
+    and a context manager that calls ``shutdown()`` on exit.
+
+    Addresses here carry no password: another process on this machine joins
+    with ``init(address="auto")`` (a cluster ``redray start`` started) or the
+    full address from ``REDRAY_ADDRESS``.
+    """
+
+    def __init__(self, runtime: Runtime, session_dir: str = "") -> None:
+        import platform
+
+        from . import __version__
+
+        settings = runtime.settings
+        self.dashboard_url = ""
+        self.python_version = platform.python_version()
+        self.ray_version = __version__
+        self.ray_commit = ""
+        self.address_info: dict[str, Any] = {
+            "address": settings.display,
+            "gcs_address": settings.display,
+            "redis_address": settings.display,
+            "node_ip_address": settings.host,
+            "raylet_ip_address": settings.host,
+            "node_id": runtime.node_id or "",
+            "session_dir": session_dir,
+            "webui_url": self.dashboard_url,
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self.address_info[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.address_info
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.address_info.get(key, default)
+
+    def __enter__(self) -> ClusterContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+    def disconnect(self) -> None:
+        """Disconnect from the cluster (``shutdown()``)."""
+        from .api import shutdown
+
+        shutdown()
+
+    def __repr__(self) -> str:
+        return f"ClusterContext(address={self.address_info['address']!r})"

@@ -50,6 +50,20 @@ READ_COUNT = 64
 TERMINATE = "__ray_terminate__"
 
 
+def class_method(instance: Any, name: str) -> Any:
+    """The method ``name`` of the actor's class, bound to ``instance``: an
+    instance attribute of that name does not hide it (as in Ray, which calls
+    the methods the class defines)."""
+    cls = type(instance)
+    static = inspect.getattr_static(cls, name, None)
+    if static is None:
+        return getattr(instance, name)  # e.g. supplied by __getattr__
+    if isinstance(static, (staticmethod, classmethod)):
+        return getattr(cls, name)
+    attr = getattr(cls, name)
+    return attr.__get__(instance, cls) if hasattr(attr, "__get__") else attr
+
+
 class _Terminate(Exception):
     pass
 
@@ -412,7 +426,7 @@ class ActorRunner:
         )
         try:
             try:
-                method = getattr(self.instance, method_name)
+                method = class_method(self.instance, method_name)
                 if spec.deps:
                     rt.wait_ready(spec.deps, len(spec.deps), None)
                 args, kwargs = arguments(rt, spec)
@@ -674,7 +688,7 @@ class ActorRunner:
         if spec.task_id in self.cancelled:
             return Done(entry_id, spec, self._cancelled(spec))
         try:
-            method = getattr(self.instance, method_name)
+            method = class_method(self.instance, method_name)
             if spec.deps:
                 await loop.run_in_executor(io, self.rt.wait_ready, spec.deps, len(spec.deps), None)
             args, kwargs = await loop.run_in_executor(io, arguments, self.rt, spec)

@@ -1,0 +1,78 @@
+"""Ray Core API behaviour beyond the tutorials (issue 9), against real processes."""
+
+from __future__ import annotations
+
+import pytest
+
+import redray
+from redray import session
+from redray.settings import Settings
+
+
+@redray.remote
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def test_init_returns_a_context_read_by_key_like_rays(settings: Settings) -> None:
+    ctx = redray.init(address=settings.to_url())
+    assert ctx["address"] == ctx.address_info["address"]
+    assert "node_ip_address" in ctx
+    assert ctx.dashboard_url == ""  # no dashboard yet
+    assert ctx.ray_version == redray.__version__
+
+
+def test_init_context_shows_no_password() -> None:
+    # a private cluster's server has a random password
+    ctx = redray.init(num_cpus=1)
+    password = session.current_runtime().settings.password
+    assert password
+    shown = f"{ctx.address_info} {ctx!r} {redray.get_runtime_context().gcs_address}"
+    assert password not in shown
+    assert ctx["address"].startswith("redis://127.0.0.1:")
+
+
+def test_init_context_as_a_with_block_shuts_down_at_its_end(settings: Settings) -> None:
+    with redray.init(address=settings.to_url()):
+        assert redray.is_initialized()
+    assert not redray.is_initialized()
+
+
+def test_get_runtime_context_before_init_starts_a_local_cluster() -> None:
+    assert not redray.is_initialized()
+    ctx = redray.get_runtime_context()
+    assert redray.is_initialized()
+    assert ctx.get_job_id()
+
+
+def test_actor_name_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="name"):
+        Counter.options(name=object())
+
+
+def test_empty_actor_name_or_namespace_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="name"):
+        Counter.options(name="")
+    with pytest.raises(ValueError, match="namespace"):
+        Counter.options(namespace="")
+
+
+@redray.remote
+class Shadowed:
+    def __init__(self) -> None:
+        # an instance attribute with a method's name: Ray still calls the method
+        self.value = "attribute"
+
+    def value(self) -> str:
+        return "method"
+
+    @staticmethod
+    def twice(x: int) -> int:
+        return 2 * x
+
+
+def test_an_instance_attribute_does_not_hide_an_actor_method(cluster) -> None:
+    actor = Shadowed.remote()
+    assert redray.get(actor.value.remote(), timeout=30) == "method"
+    assert redray.get(actor.twice.remote(4), timeout=30) == 8
