@@ -11,7 +11,7 @@
     print(ray.get(add.remote(1, 2)))
 """
 
-from . import exceptions
+from . import exceptions, util
 from .actor import ActorClass, ActorHandle, get_actor, kill
 from .api import (
     available_resources,
@@ -49,6 +49,7 @@ __all__ = [
     "cancel",
     "cluster_resources",
     "exceptions",
+    "util",
     "get",
     "get_gpu_ids",
     "get_runtime_context",

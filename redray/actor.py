@@ -301,6 +301,12 @@ class ActorMethod:
         return ActorMethod(self._handle, self._name, n)
 
 
+#: methods every actor has, as in Ray: ``__ray_ready__()`` (True once the
+#: actor is up), ``__ray_call__(fn, *args)`` (``fn(actor, *args)`` in the
+#: actor) and ``__ray_terminate__()`` (``ray.kill`` after queued calls)
+BUILTIN_METHODS = ("__ray_ready__", "__ray_call__", "__ray_terminate__")
+
+
 class ActorHandle(Generic[T]):
     """A handle to an actor: call its methods with ``handle.method.remote()``.
 
@@ -316,10 +322,10 @@ class ActorHandle(Generic[T]):
         self._pending: list[str] = []
 
     def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("__") and name != "__ray_terminate__":
-            raise AttributeError(name)
-        if name == "__ray_terminate__":
+        if name in BUILTIN_METHODS:
             return ActorMethod(self, name, 1)
+        if name.startswith("__"):
+            raise AttributeError(name)
         methods = self.__dict__.get("_meta", {}).get("methods", {})
         if name not in methods:
             raise AttributeError(f"'{self._meta.get('class_name')}' actor has no method {name!r}.")
@@ -381,6 +387,26 @@ def handle_of(runtime: Runtime, actor_id: str) -> ActorHandle[Any]:
     meta_raw = runtime.client.hget(runtime.keys.actor(actor_id), "meta")
     meta = json.loads(meta_raw) if meta_raw else {"class_name": "?", "methods": {}}
     return ActorHandle(actor_id, meta)
+
+
+def list_named_actors(all_namespaces: bool = False) -> list[str] | list[dict[str, str]]:
+    """Ray's ``ray.util.list_named_actors``: the names of the live named
+    actors in this job's namespace, or with ``all_namespaces`` every one as
+    ``{"name": ..., "namespace": ...}``."""
+    from .actor_lifecycle import actor_info
+
+    runtime = session.current_runtime(required=True, auto_init=True)
+    entries: Any = runtime.client.hgetall(runtime.keys.actor_names)
+    found: list[dict[str, str]] = []
+    for raw_id in sorted(set(entries.values())):
+        info = actor_info(runtime.cluster, raw_id.decode())
+        # the info record says which namespace and name (either may hold ':')
+        if info and info.get("name") and info.get("state") != "DEAD":
+            found.append({"name": info["name"], "namespace": info.get("namespace", "")})
+    found.sort(key=lambda e: (e["namespace"], e["name"]))
+    if all_namespaces:
+        return found
+    return [e["name"] for e in found if e["namespace"] == runtime.namespace]
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:

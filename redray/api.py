@@ -213,7 +213,7 @@ def init(
 
 def _cluster_context(runtime: Runtime) -> ClusterContext:
     server = _global.server
-    return ClusterContext(runtime, server.directory if server is not None else "")
+    return ClusterContext(runtime, shutdown, server.directory if server is not None else "")
 
 
 def _connect(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -151,12 +152,15 @@ class ClusterContext:
     full address from ``REDRAY_ADDRESS``.
     """
 
-    def __init__(self, runtime: Runtime, session_dir: str = "") -> None:
+    def __init__(
+        self, runtime: Runtime, shutdown: Callable[[], None], session_dir: str = ""
+    ) -> None:
         import platform
 
         from . import __version__
 
         settings = runtime.settings
+        self._shutdown = shutdown
         self.dashboard_url = ""
         self.python_version = platform.python_version()
         self.ray_version = __version__
@@ -189,9 +193,7 @@ class ClusterContext:
 
     def disconnect(self) -> None:
         """Disconnect from the cluster (``shutdown()``)."""
-        from .api import shutdown
-
-        shutdown()
+        self._shutdown()
 
     def __repr__(self) -> str:
         return f"ClusterContext(address={self.address_info['address']!r})"

@@ -100,6 +100,11 @@ class ObjectRef(Generic[R]):
         threading.Thread(target=run, daemon=True, name=f"redray-future-{self._id}").start()
         return fut
 
+    def as_future(self) -> asyncio.Future[R]:
+        """An ``asyncio`` future of the value, on the running event loop (Ray's
+        ``as_future``)."""
+        return asyncio.wrap_future(self.future())
+
     def __await__(self) -> Any:
         return asyncio.wrap_future(self.future()).__await__()
 

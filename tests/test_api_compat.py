@@ -76,3 +76,43 @@ def test_an_instance_attribute_does_not_hide_an_actor_method(cluster) -> None:
     actor = Shadowed.remote()
     assert redray.get(actor.value.remote(), timeout=30) == "method"
     assert redray.get(actor.twice.remote(4), timeout=30) == 8
+
+
+def test_list_named_actors_lists_this_namespace_or_all(cluster) -> None:
+    here = Counter.options(name="here").remote()
+    there = Counter.options(name="there", namespace="elsewhere").remote()
+    Counter.remote()  # unnamed: not listed
+    redray.get([here.__ray_ready__.remote(), there.__ray_ready__.remote()], timeout=30)
+    assert redray.util.list_named_actors() == ["here"]
+    listed = redray.util.list_named_actors(all_namespaces=True)
+    namespace = redray.get_runtime_context().namespace
+    assert {"name": "here", "namespace": namespace} in listed
+    assert {"name": "there", "namespace": "elsewhere"} in listed
+    assert len(listed) == 2
+
+
+def test_as_future_gives_an_asyncio_future_of_the_value(cluster) -> None:
+    import asyncio
+
+    @redray.remote
+    def seven() -> int:
+        return 7
+
+    async def main() -> int:
+        fut = seven.remote().as_future()
+        assert isinstance(fut, asyncio.Future)
+        return await fut
+
+    assert asyncio.run(main()) == 7
+
+
+def test_actor_builtins_ray_ready_and_ray_call(cluster) -> None:
+    counter = Counter.remote()
+    assert redray.get(counter.__ray_ready__.remote(), timeout=30) is True
+
+    def bump(actor: Counter, by: int) -> int:
+        actor.n += by
+        return actor.n
+
+    assert redray.get(counter.__ray_call__.remote(bump, 5), timeout=30) == 5
+    assert redray.get(counter.__ray_call__.remote(bump, 2), timeout=30) == 7

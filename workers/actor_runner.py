@@ -54,6 +54,10 @@ def class_method(instance: Any, name: str) -> Any:
     """The method ``name`` of the actor's class, bound to ``instance``: an
     instance attribute of that name does not hide it (as in Ray, which calls
     the methods the class defines)."""
+    if name == "__ray_ready__":
+        return lambda: True
+    if name == "__ray_call__":
+        return lambda fn, *args, **kwargs: fn(instance, *args, **kwargs)
     cls = type(instance)
     static = inspect.getattr_static(cls, name, None)
     if static is None:
