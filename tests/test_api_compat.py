@@ -116,3 +116,11 @@ def test_actor_builtins_ray_ready_and_ray_call(cluster) -> None:
 
     assert redray.get(counter.__ray_call__.remote(bump, 5), timeout=30) == 5
     assert redray.get(counter.__ray_call__.remote(bump, 2), timeout=30) == 7
+
+
+def test_runtime_context_is_importable_from_rays_module_path(cluster) -> None:
+    from redray.runtime_context import RuntimeContext, get_runtime_context
+
+    ctx = get_runtime_context()
+    assert isinstance(ctx, RuntimeContext)
+    assert ctx.get_job_id() == redray.get_runtime_context().get_job_id()
