@@ -123,8 +123,70 @@ def _method_table(cls: type) -> dict[str, dict[str, Any]]:
             raise ValueError(f"Invalid option {bad[0]!r} for actor method {cls.__name__}.{name}.")
         generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         n = opts.get("num_returns", "streaming" if generator else 1)
-        table[name] = {"num_returns": check_num_returns(n, f"actor method {cls.__name__}.{name}")}
+        table[name] = {
+            "num_returns": check_num_returns(n, f"actor method {cls.__name__}.{name}"),
+            "params": _params(cls, name, fn),
+        }
     return table
+
+
+def _params(cls: type, name: str, fn: Any) -> list[list[Any]] | None:
+    """The method's parameters as ``[name, kind, has default]`` (JSON, kept in
+    the actor's record), without ``self``: handles check each call against
+    them, as Ray does; None when the signature cannot be read."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError, KeyError):
+        return None
+    params = list(sig.parameters.values())
+    if inspect.isfunction(fn) and not isinstance(
+        inspect.getattr_static(cls, name, None), staticmethod
+    ):
+        params = params[1:]  # self
+    return [[p.name, int(p.kind), p.default is not p.empty] for p in params]
+
+
+_P = inspect.Parameter
+_KINDS = {
+    int(kind): kind
+    for kind in (
+        _P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD, _P.VAR_POSITIONAL, _P.KEYWORD_ONLY,
+        _P.VAR_KEYWORD,
+    )
+}  # fmt: skip
+
+
+def _signature(params: list[list[Any]] | None) -> inspect.Signature | None:
+    if params is None:
+        return None
+    try:
+        return inspect.Signature(
+            [
+                inspect.Parameter(n, _KINDS[k], default=None if d else inspect.Parameter.empty)
+                for n, k, d in params
+            ]
+        )
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def _positional_range(signature: inspect.Signature | None) -> tuple[int, float] | None:
+    """(fewest, most) positional arguments a call may pass, when positional
+    arguments alone decide whether it binds (no keyword-only parameter
+    without a default); else None."""
+    if signature is None:
+        return None
+    fewest, most = 0, 0.0
+    for p in signature.parameters.values():
+        if p.kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD):
+            most += 1
+            if p.default is _P.empty:
+                fewest += 1
+        elif p.kind is _P.VAR_POSITIONAL:
+            most = float("inf")
+        elif p.kind is _P.KEYWORD_ONLY and p.default is _P.empty:
+            return None
+    return fewest, most
 
 
 def is_async_class(cls: type) -> bool:
@@ -277,10 +339,20 @@ class _ActorOptions(Generic[T]):
 class ActorMethod:
     """``handle.method``: call ``.remote(*args)`` for an ObjectRef."""
 
-    def __init__(self, handle: ActorHandle[Any], name: str, num_returns: Any) -> None:
+    def __init__(
+        self,
+        handle: ActorHandle[Any],
+        name: str,
+        num_returns: Any,
+        signature: inspect.Signature | None = None,
+    ) -> None:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
+        self._signature = signature
+        #: (fewest, most) positional arguments when a call without keywords
+        #: needs no full bind() (most calls: bind costs microseconds per call)
+        self._positional = _positional_range(signature)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -289,6 +361,14 @@ class ActorMethod:
         )
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        fast = self._positional
+        if self._signature is not None and not (
+            fast is not None and not kwargs and fast[0] <= len(args) <= fast[1]
+        ):
+            try:
+                self._signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"Wrong arguments for actor method {self._name}: {exc}") from None
         return self._handle._call(self._name, args, kwargs, self._num_returns)
 
     def options(self, **options: Any) -> ActorMethod:
@@ -298,7 +378,7 @@ class ActorMethod:
         n = check_num_returns(
             options.get("num_returns", self._num_returns), f"actor method {self._name}"
         )
-        return ActorMethod(self._handle, self._name, n)
+        return ActorMethod(self._handle, self._name, n, self._signature)
 
 
 #: methods every actor has, as in Ray: ``__ray_ready__()`` (True once the
@@ -320,6 +400,8 @@ class ActorHandle(Generic[T]):
         self._meta = meta
         self._max_pending = -1 if max_pending_calls is None else max_pending_calls
         self._pending: list[str] = []
+        #: method name -> its ActorMethod (signatures are built once per handle)
+        self._methods: dict[str, ActorMethod] = {}
 
     def __getattr__(self, name: str) -> ActorMethod:
         if name in BUILTIN_METHODS:
@@ -329,7 +411,14 @@ class ActorHandle(Generic[T]):
         methods = self.__dict__.get("_meta", {}).get("methods", {})
         if name not in methods:
             raise AttributeError(f"'{self._meta.get('class_name')}' actor has no method {name!r}.")
-        return ActorMethod(self, name, methods[name]["num_returns"])
+        made = self.__dict__.get("_methods")
+        method = made.get(name) if made is not None else None
+        if method is None:
+            entry = methods[name]
+            method = ActorMethod(self, name, entry["num_returns"], _signature(entry.get("params")))
+            if made is not None:
+                made[name] = method
+        return method
 
     def __repr__(self) -> str:
         return f"Actor({self._meta.get('class_name')}, {self._actor_id})"

@@ -124,3 +124,32 @@ def test_runtime_context_is_importable_from_rays_module_path(cluster) -> None:
     ctx = get_runtime_context()
     assert isinstance(ctx, RuntimeContext)
     assert ctx.get_job_id() == redray.get_runtime_context().get_job_id()
+
+
+@redray.remote
+class Calls:
+    def add(self, a: int, b: int = 1) -> int:
+        return a + b
+
+    def many(self, *args: int, **kwargs: int) -> int:
+        return sum(args) + sum(kwargs.values())
+
+    @staticmethod
+    def neg(x: int) -> int:
+        return -x
+
+
+def test_actor_method_calls_are_checked_against_the_signature_at_the_call_site(cluster) -> None:
+    actor = Calls.remote()
+    with pytest.raises(TypeError, match="add"):
+        actor.add.remote()  # missing a
+    with pytest.raises(TypeError, match="add"):
+        actor.add.remote(1, 2, 3)  # one too many
+    with pytest.raises(TypeError, match="add"):
+        actor.add.remote(1, c=2)  # no such keyword
+    with pytest.raises(TypeError, match="neg"):
+        actor.neg.options(num_returns=1).remote(1, 2)
+    assert redray.get(actor.add.remote(2), timeout=30) == 3
+    assert redray.get(actor.add.remote(a=2, b=5), timeout=30) == 7
+    assert redray.get(actor.many.remote(1, 2, x=3), timeout=30) == 6
+    assert redray.get(actor.neg.remote(4), timeout=30) == -4
