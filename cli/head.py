@@ -12,7 +12,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ import psutil
 import redis
 
 from redray import acl, api
-from redray.constants import DEFAULT_PREFIX, Keys
-from redray.node_launch import spawn_node
+from redray.constants import DEFAULT_PREFIX
+from redray.node_launch import NodeStartError, spawn_node, wait_node_ready
 from redray.server import start_server
 from redray.settings import Settings
 from redray.workers.node import NodeConfig
@@ -238,29 +237,23 @@ def _wait_node(
     timeout: float,
     log_path: Path,
 ) -> None:
-    client = settings.client(blocking=True)
-    key = Keys(settings.prefix).node_ready(node_id)
-    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            if client.blpop([key], timeout=0.5) is not None:
-                client.delete(key)
-                return
-            if proc.poll() is not None:
-                raise click.ClickException(
-                    f"The node exited with code {proc.returncode} before it was up. "
-                    f"The end of its log {log_path}:\n{log_tail(log_path)}"
-                )
-    except redis.RedisError as exc:
+        wait_node_ready(settings, node_id, proc, timeout)
+    except NodeStartError as exc:
+        if exc.exit_code is not None:
+            raise click.ClickException(
+                f"The node exited with code {exc.exit_code} before it was up. "
+                f"The end of its log {log_path}:\n{log_tail(log_path)}"
+            ) from None
+        if exc.redis_error is not None:
+            raise click.ClickException(
+                f"Lost the Redis server at {settings.display} while the node started: "
+                f"{exc.redis_error}"
+            ) from None
         raise click.ClickException(
-            f"Lost the Redis server at {settings.display} while the node started: {exc}"
+            f"The node did not come up within {timeout} s. The end of its log {log_path}:\n"
+            f"{log_tail(log_path)}"
         ) from None
-    finally:
-        client.close()
-    raise click.ClickException(
-        f"The node did not come up within {timeout} s. The end of its log {log_path}:\n"
-        f"{log_tail(log_path)}"
-    )
 
 
 @click.command("launch-server", hidden=True)

@@ -25,7 +25,7 @@ from .connections import connection_error
 from .constants import ADDRESS_FILE_NAME, SECRET_FILE_NAME, Keys
 from .context import ClusterContext, RuntimeContext
 from .generator import ObjectRefGenerator
-from .node_launch import spawn_node
+from .node_launch import NodeStartError, spawn_node, wait_node_ready
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .resources import from_units, node_info, units_of
@@ -313,25 +313,13 @@ def _spawn_node(config: dict[str, Any], env: dict[str, str]) -> None:
 
 
 def _wait_node(settings: Settings, node_id: str, timeout: float) -> Settings:
-    client = connections.single_shot(settings)
     try:
-        deadline = time.monotonic() + timeout
-        key = Keys(settings.prefix).node_ready(node_id)
-        while time.monotonic() < deadline:
-            try:
-                got = connections.blocking_call(client, 0.5, "BLPOP", key, 0.5)
-            except connections.TRANSIENT:
-                got = None
-                time.sleep(0.05)
-            if got is not None:
-                client.delete(key)
-                return settings
-            node = _global.node_process
-            if node is not None and node.poll() is not None:
-                raise RuntimeError(f"The local worker node exited with code {node.returncode}.")
-        raise RuntimeError(f"The local worker node did not start within {timeout} s.")
-    finally:
-        client.close()
+        wait_node_ready(settings, node_id, _global.node_process, timeout)
+    except NodeStartError as exc:
+        if exc.exit_code is not None:
+            raise RuntimeError(f"The local worker node exited with code {exc.exit_code}.") from None
+        raise RuntimeError(f"The local worker node did not start within {timeout} s.") from None
+    return settings
 
 
 def _teardown_local() -> None:

@@ -11,7 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import IO, Any
+
+from . import connections
+from .constants import Keys
+from .settings import Settings
 
 #: the node's argument that says "read the configuration from stdin"
 CONFIG_FROM_STDIN = "-"
@@ -57,3 +62,45 @@ def read_config(args: list[str]) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise SystemExit("the node's configuration must be a JSON object")
     return config
+
+
+class NodeStartError(RuntimeError):
+    """A node did not come up: it exited first (``exit_code``), or the
+    timeout passed (``exit_code`` None; ``redis_error`` is the last failure
+    to reach the server, if any)."""
+
+    def __init__(
+        self, message: str, exit_code: int | None, redis_error: BaseException | None = None
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.redis_error = redis_error
+
+
+def wait_node_ready(
+    settings: Settings, node_id: str, proc: subprocess.Popen[bytes] | None, timeout: float
+) -> None:
+    """Block until node ``node_id`` says it is up (its ready list), riding out
+    blips of the server; NodeStartError if ``proc`` exits first or
+    ``timeout`` seconds pass."""
+    client = connections.single_shot(settings)
+    key = Keys(settings.prefix).node_ready(node_id)
+    deadline = time.monotonic() + timeout
+    failure: BaseException | None = None
+    try:
+        while time.monotonic() < deadline:
+            try:
+                got = connections.blocking_call(client, 0.5, "BLPOP", key, 0.5)
+            except connections.TRANSIENT as exc:
+                failure, got = exc, None
+                time.sleep(0.05)
+            if got is not None:
+                client.delete(key)
+                return
+            if proc is not None and proc.poll() is not None:
+                raise NodeStartError(
+                    f"the node exited with code {proc.returncode}", proc.returncode
+                )
+        raise NodeStartError(f"the node did not start within {timeout} s", None, failure)
+    finally:
+        client.close()

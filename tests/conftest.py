@@ -23,7 +23,7 @@ import redis
 
 import redray
 from redray.constants import Keys
-from redray.node_launch import spawn_node
+from redray.node_launch import spawn_node, wait_node_ready
 from redray.server import ServerProcess, free_port, launch_server, start_server, wait_ready
 from redray.settings import Settings
 
@@ -142,19 +142,8 @@ def start_node(
     else:
         # as init() and `redray start` do: the configuration on stdin
         proc = spawn_node(node_config, env=full_env)
-    client = settings.client(blocking=True)
-    key = Keys(settings.prefix).node_ready(node_id)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if client.blpop([key], timeout=0.5) is not None:
-                client.delete(key)
-                return Node(proc, node_id, settings, env or {})
-            if proc.poll() is not None:
-                raise RuntimeError(f"node exited with code {proc.returncode}")
-        raise RuntimeError("node did not start in time")
-    finally:
-        client.close()
+    wait_node_ready(settings, node_id, proc, timeout)  # NodeStartError (a RuntimeError) if not
+    return Node(proc, node_id, settings, env or {})
 
 
 @pytest.fixture
