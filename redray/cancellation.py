@@ -17,9 +17,8 @@ from . import control, ids
 from . import task_spec as ts
 from .cluster import Cluster
 from .exceptions import TaskCancelledError
-from .recovery import fail_task
+from .recovery import fail_task, forget_task
 from .reference_table import ReferenceTable
-from .scripts import NO_OWNER
 from .submitter import Submitter
 
 
@@ -66,9 +65,7 @@ def publish_cancelled(cluster: Cluster, tid: str) -> None:
     except ValueError:
         spec = None
     if spec is None:
-        cluster.scripts.complete(
-            task_id=tid, job_id="", owner=NO_OWNER, node_id=None, returns=[], retry=True
-        )
+        forget_task(cluster, tid)
         return
     oids = [ids.return_id(tid, i) for i in ts.result_indexes(spec)]
     fail_task(cluster, tid, spec.job_id, spec.owner, oids, TaskCancelledError(tid))

@@ -67,10 +67,8 @@ def recover_task(
     if outcome != 0:
         return
     if spec is None:
-        # nobody to tell: forget the task's records (its slots are already back)
-        cluster.scripts.complete(
-            task_id=task_id, job_id="", owner=NO_OWNER, node_id=None, returns=[], retry=True
-        )
+        # nobody to tell (its slots are already back)
+        forget_task(cluster, task_id)
         return
     err: Exception
     if memory is not None:
@@ -90,6 +88,14 @@ def recover_task(
         )
     oids = [ids.return_id(task_id, i) for i in ts.result_indexes(spec)]
     fail_task(cluster, task_id, spec.job_id, spec.owner, oids, err)
+
+
+def forget_task(cluster: Cluster, task_id: str) -> None:
+    """Delete the records of a task whose spec is unreadable: there is no
+    owner to tell. Idempotent (``complete`` with no results)."""
+    cluster.scripts.complete(
+        task_id=task_id, job_id="", owner=NO_OWNER, node_id=None, returns=[], retry=True
+    )
 
 
 def fail_task(
