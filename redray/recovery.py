@@ -104,14 +104,23 @@ def fail_task(
     """Publish ``err`` as every one of ``oids`` (the task's results), for its
     owner and anything that waits on them. Safe to repeat: results are
     first-write-wins and ``complete`` is retried idempotently."""
+    cluster.scripts.complete(
+        task_id=task_id,
+        job_id=job_id,
+        owner=owner,
+        node_id=None,
+        returns=error_returns(cluster, oids, err),
+        retry=True,
+    )
+
+
+def error_returns(cluster: Cluster, oids: list[str], err: BaseException) -> list[ReturnValue]:
+    """``err`` as the inline, signed result record of each of ``oids``."""
     frames = cluster.error_frames(err)
-    returns = [
+    return [
         ReturnValue(oid, bytes(encode_record(KIND_ERROR, frames, cluster.signer, oid)["d"]))
         for oid in oids
     ]
-    cluster.scripts.complete(
-        task_id=task_id, job_id=job_id, owner=owner, node_id=None, returns=returns, retry=True
-    )
 
 
 def recover_executor(cluster: Cluster, node_id: str, worker_id: str, how: str, **kw: Any) -> None:

@@ -35,9 +35,10 @@ from redray.exceptions import (
     RayTaskError,
     TaskCancelledError,
 )
+from redray.recovery import error_returns
 from redray.resources import from_units, memory_limit, parse_reservation
 from redray.scripts import Claimed, ReturnValue
-from redray.serialization import KIND_ERROR, KIND_VALUE, encode_record
+from redray.serialization import KIND_ERROR, KIND_VALUE
 from redray.signing import SignatureError
 
 from . import slots as sl
@@ -294,14 +295,8 @@ class ActorRunner:
             f"{spec.function_name}{f' ({how})' if how else ''}, and "
             f"max_task_retries={self.max_task_retries} allows no more attempts."
         )
-        frames = self.rt.error_frames(err)
-        returns = []
-        for i in ts.result_indexes(spec):
-            oid = ids.return_id(spec.task_id, i)
-            returns.append(
-                ReturnValue(oid, bytes(encode_record(KIND_ERROR, frames, self.rt.signer, oid)["d"]))
-            )
-        self._publish([Done(entry_id, spec, returns)])
+        oids = [ids.return_id(spec.task_id, i) for i in ts.result_indexes(spec)]
+        self._publish([Done(entry_id, spec, error_returns(self.rt.cluster, oids, err))])
 
     def _read_command(self) -> tuple[Any, ...]:
         return (
