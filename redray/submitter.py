@@ -82,10 +82,9 @@ class Submitter:
         self.flush_lock = threading.Lock()
         self._flush_error: BaseException | None = None
         self._wake = threading.Event()
-        #: wakes in a row that found nothing to send, and whether the flusher
-        #: is lazy (see LAZY_AFTER); only the flusher thread writes them
+        #: wakes in a row that found nothing to send (see LAZY_AFTER); only
+        #: the flusher thread writes it
         self._useless_wakes = 0
-        self._lazy = False
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="redray-flush", daemon=True)
         self._thread.start()
@@ -116,6 +115,10 @@ class Submitter:
             self.flush()
         elif was_empty and not self._lazy:
             self._wake.set()
+
+    @property
+    def _lazy(self) -> bool:
+        return self._useless_wakes >= LAZY_AFTER
 
     def has_pending(self) -> bool:
         return bool(self._pending)
@@ -277,14 +280,13 @@ class Submitter:
                 # of .remote() calls collect into one batch.
                 time.sleep(FLUSH_DELAY)
             if self._pending:
-                self._useless_wakes, self._lazy = 0, False
+                self._useless_wakes = 0
                 # an error stays for the next API call to raise
                 self._flush_pending()
                 if self._flush_error is not None:
                     time.sleep(0.05)
             elif woken:
                 self._useless_wakes += 1
-                self._lazy = self._useless_wakes >= LAZY_AFTER
             # not after every wake: a burst of calls must not pay for it
             now = time.monotonic()
             periodic = now - last >= HOUSEKEEPING_INTERVAL
