@@ -12,6 +12,7 @@
 """
 
 from . import exceptions, util
+from . import job_config as job_config  # ray.job_config.JobConfig
 from .actor import ActorClass, ActorHandle, get_actor, kill
 from .api import (
     available_resources,
@@ -29,16 +30,41 @@ from .api import (
     shutdown,
     wait,
 )
-from .generator import ObjectRefGenerator
+from .generator import DynamicObjectRefGenerator, ObjectRefGenerator
+from .id_types import (
+    ActorClassID,
+    ActorID,
+    FunctionID,
+    JobID,
+    NodeID,
+    PlacementGroupID,
+    TaskID,
+    UniqueID,
+    WorkerID,
+)
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .settings import Settings
+
+#: Ray's old name for ObjectRef (``ray.ObjectID is ray.ObjectRef``)
+ObjectID = ObjectRef
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActorClass",
+    "DynamicObjectRefGenerator",
+    "ActorClassID",
     "ActorHandle",
+    "ActorID",
+    "FunctionID",
+    "JobID",
+    "NodeID",
+    "ObjectID",
+    "PlacementGroupID",
+    "TaskID",
+    "UniqueID",
+    "WorkerID",
     "get_actor",
     "kill",
     "ObjectRef",

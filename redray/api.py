@@ -7,6 +7,7 @@ Ray program working.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import secrets
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -25,6 +27,12 @@ from .connections import connection_error
 from .constants import ADDRESS_FILE_NAME, SECRET_FILE_NAME, Keys
 from .context import ClusterContext, RuntimeContext
 from .generator import ObjectRefGenerator
+from .job_config import (
+    SUPPORTED_RUNTIME_ENV_FIELDS,
+    JobConfig,
+    set_job_defaults,
+    validate_runtime_env,
+)
 from .node_launch import NodeStartError, spawn_node, wait_node_ready
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
@@ -36,31 +44,100 @@ from .settings import Settings
 
 R = TypeVar("R")
 
-#: init() keywords Ray accepts that have no effect here.
-_IGNORED_INIT_OPTIONS = frozenset(
-    {
-        "include_dashboard",
-        "dashboard_host",
-        "dashboard_port",
-        "configure_logging",
-        "logging_level",
-        "logging_format",
-        "log_to_driver",
-        "object_store_memory",
-        "local_mode",
-        "job_config",
-        "_temp_dir",
-        "_system_config",
-        "_enable_object_reconstruction",
-        "_plasma_directory",
-        "_node_ip_address",
-        "_metrics_export_port",
-        "object_spilling_directory",
-        "_memory",
-        "labels",
-        "enable_resource_isolation",
-    }
+_NO_DASHBOARD = "redray has no dashboard"
+_NO_LOGGING = (
+    "redray does not configure logging: set levels and formats with the logging "
+    "module (its loggers are under 'redray')"
 )
+_NO_ISOLATION = "redray does not isolate its workers' resources (no cgroups)"
+_IN_REDIS = "objects live in the Redis server's memory: bound it with the server's maxmemory"
+
+#: init() keywords Ray accepts that redray does not act on: keyword -> (the
+#: values that ask for nothing redray fails to do, which stay silent; what
+#: redray does instead, said once per process when any other value is given)
+_IGNORED_INIT_OPTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "include_dashboard": ((None, False), _NO_DASHBOARD),
+    "allow_multiple": ((None, False), "one driver connection per process"),
+    "storage": ((None,), "no cluster storage: objects live in the Redis server"),
+    "dashboard_host": ((None,), _NO_DASHBOARD),
+    "dashboard_port": ((None,), _NO_DASHBOARD),
+    # redray never configures logging: neither value asks for what it does not do
+    "configure_logging": ((True, False), ""),
+    "logging_level": ((None, "info", "INFO", logging.INFO), _NO_LOGGING),
+    "logging_format": ((None,), _NO_LOGGING),
+    "logging_config": ((None,), _NO_LOGGING),
+    "log_to_driver": (
+        (None, True),
+        "workers' output goes where their node's output goes (for the cluster "
+        "init() starts, to this process's stdout and stderr)",
+    ),
+    "object_store_memory": ((None,), _IN_REDIS),
+    "_driver_object_store_memory": ((None,), _IN_REDIS),
+    "local_mode": ((False,), "tasks always run in worker processes"),
+    "_temp_dir": ((None,), "redray keeps its session files under the system temp directory"),
+    "_system_config": ((None, {}), "redray has no Ray system config"),
+    "_enable_object_reconstruction": ((False,), "redray does not reconstruct lost objects"),
+    "_plasma_directory": ((None,), _IN_REDIS),
+    "object_spilling_directory": ((None,), "redray does not spill objects to disk"),
+    "_node_ip_address": ((None,), "processes reach each other through the Redis server"),
+    "_metrics_export_port": ((None,), "redray exports no metrics"),
+    "_memory": ((None,), "a local node gets no memory resource from init()"),
+    "labels": ((None, {}), "redray's nodes have no labels"),
+    "enable_resource_isolation": ((False,), _NO_ISOLATION),
+    "cgroup_path": ((None,), _NO_ISOLATION),
+    "system_reserved_cpu": ((None,), _NO_ISOLATION),
+    "system_reserved_memory": ((None,), _NO_ISOLATION),
+    "proxy_server_url": ((None,), "drivers connect to the Redis server directly"),
+    "_redis_username": (
+        (None, ""),
+        "give the credentials in the address: redis://user:password@host:port",
+    ),
+    "_redis_password": (
+        (None, ""),
+        "give the credentials in the address: redis://user:password@host:port",
+    ),
+    "_tracing_startup_hook": ((None,), "redray has no tracing"),
+    "_node_name": ((None,), "a local node is named by its node id"),
+    # redray has no runtime_env hook to skip
+    "_skip_env_hook": ((False, True), ""),
+}
+
+#: what was warned about in this process (each ignored option warns once)
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    # stacklevel 4: past this helper, its caller in init() and init() itself
+    warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _is_silent(value: Any, silent: tuple[Any, ...]) -> bool:
+    try:
+        return any(value is v or (type(value) is type(v) and value == v) for v in silent)
+    except Exception:  # noqa: BLE001 - a value that cannot be compared was given
+        return False
+
+
+def _warn_ignored(
+    kwargs: dict[str, Any], job_config: JobConfig, runtime_env: dict[str, Any], env_from: str
+) -> None:
+    """Warn once per process for each option given that redray cannot honour."""
+    for name, value in kwargs.items():
+        silent, why = _IGNORED_INIT_OPTIONS[name]
+        if not _is_silent(value, silent):
+            # the value is not shown: it may be a password (_redis_password)
+            _warn_once(name, f"redray ignores init({name}=...): {why}.")
+    for name, why in job_config._unsupported():
+        _warn_once(f"job_config.{name}", f"redray ignores JobConfig {name}: {why}.")
+    for field_name in sorted(set(runtime_env) - SUPPORTED_RUNTIME_ENV_FIELDS):
+        _warn_once(
+            f"runtime_env.{field_name}",
+            f"redray ignores the {field_name!r} field of {env_from}: it applies only "
+            "'env_vars' (installs nothing, ships no files).",
+        )
 
 
 class _Global:
@@ -146,6 +223,7 @@ def init(
     resources: dict[str, float] | None = None,
     namespace: str | None = None,
     ignore_reinit_error: bool = False,
+    job_config: JobConfig | None = None,
     runtime_env: dict[str, Any] | None = None,
     serializer: Serializer | None = None,
     _redis_server: str | None = None,
@@ -161,6 +239,17 @@ def init(
     ``num_gpus`` and ``resources``. ``address="auto"`` finds the cluster that
     ``redray start`` started; ``address="redis://host:port/db"`` connects to it.
 
+    ``namespace``: the job's namespace (by default ``job_config``'s
+    ``ray_namespace``, else a fresh one). ``runtime_env``: the job's default
+    runtime environment for its tasks and actors (replacing ``job_config``'s),
+    merged under their own; redray applies its ``env_vars``. ``job_config``: a
+    ``redray.job_config.JobConfig``; its ``default_actor_lifetime`` applies to
+    actors created without a ``lifetime``.
+
+    Ray's other keywords (``include_dashboard``, ``object_store_memory``,
+    ``local_mode``, logging, ...) are accepted; one set to a value that asks
+    for something redray does not do warns once per process, naming it.
+
     ``_job_grace_s`` (redray only): how long this driver may stay silent
     (paused, cut off from Redis) before the cluster reaps its job; 90 s by
     default. A driver that comes back later gets ``JobReapedError``.
@@ -170,7 +259,7 @@ def init(
     secret that signs every payload redray unpickles (docs/architecture.md,
     section 13). A private cluster without one does not sign.
     """
-    unknown = sorted(set(kwargs) - _IGNORED_INIT_OPTIONS)
+    unknown = sorted(set(kwargs) - _IGNORED_INIT_OPTIONS.keys())
     if unknown:
         raise TypeError(f"init() got an unexpected keyword argument {unknown[0]!r}")
     grace = jobs.DEFAULT_GRACE if _job_grace_s is None else float(_job_grace_s)
@@ -178,6 +267,20 @@ def init(
         raise ValueError(
             f"_job_grace_s must be a positive number of seconds, got {_job_grace_s!r}."
         )
+    if job_config is None:
+        job_config = JobConfig()
+    elif not isinstance(job_config, JobConfig):
+        raise TypeError(
+            f"job_config must be a redray.job_config.JobConfig, got {type(job_config).__name__}."
+        )
+    # as Ray does: init's namespace and runtime_env replace the JobConfig's own
+    if namespace is not None:
+        job_config.set_ray_namespace(namespace)
+    env_from = "JobConfig(runtime_env=...)"
+    if runtime_env:
+        job_config.set_runtime_env(runtime_env)
+        env_from = "init(runtime_env=...)"
+    job_env = validate_runtime_env(job_config.runtime_env)
     with _global.lock:
         existing = session.current_runtime(required=False)
         if existing is not None:
@@ -188,6 +291,7 @@ def init(
                 "by passing in 'ignore_reinit_error=True' or by calling 'redray.shutdown()' "
                 "prior to 'redray.init()'."
             )
+        _warn_ignored(kwargs, job_config, job_env, env_from)
         resolved = _resolve_address(address)
         if resolved is not None and (num_cpus is not None or num_gpus is not None or resources):
             raise ValueError(
@@ -202,12 +306,13 @@ def init(
                 )
             else:
                 settings = Settings.from_url(resolved, secret=secret)
-            runtime = _connect(settings, namespace, serializer, grace)
+            runtime = _connect(settings, job_config.ray_namespace, serializer, grace)
         except BaseException:
             _teardown_local()
             raise
         session.set_runtime(runtime)
         _global.is_driver = True
+        set_job_defaults(job_env, job_config._default_actor_lifetime)
         return _cluster_context(runtime)
 
 
@@ -347,6 +452,7 @@ def shutdown() -> None:
             _teardown_local()
             return
         session.set_runtime(None)
+        set_job_defaults(None, None)
         if not _global.is_driver:
             return
         try:

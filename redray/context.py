@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .id_types import ActorID, JobID, NodeID, PlacementGroupID, TaskID
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -37,8 +40,36 @@ class ActorContext:
     gpu_ids: list[str] = field(default_factory=list)
 
 
+class RayDeprecationWarning(DeprecationWarning):
+    """Ray's warning for a deprecated API (``ray.util.annotations.RayDeprecationWarning``)."""
+
+
+def _deprecated(use: str) -> None:
+    # stacklevel 3: the line in the user's code that read the property, so
+    # Python's default filter shows it where Ray's would be shown
+    warnings.warn(
+        "This API is deprecated and may be removed in future releases. You could "
+        'suppress this warning by setting env variable PYTHONWARNINGS="ignore::'
+        f'DeprecationWarning"\n{use}',
+        RayDeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def _worker_only() -> AssertionError:
+    # Ray asserts that the caller is a worker (a task or an actor), not a driver
+    return AssertionError("This method is only available when the process is a worker.")
+
+
 class RuntimeContext:
-    """Ray's ``RuntimeContext``: ids of the current job, task, node and worker."""
+    """Ray's ``RuntimeContext``: the ids of the current job, task, actor, node
+    and worker, and what the current task holds.
+
+    The ``get_*_id()`` methods return ids as hex strings (None for a task or
+    actor id where there is none); the deprecated properties ``job_id``,
+    ``task_id``, ``node_id`` and ``actor_id`` return id objects (``JobID``,
+    ...), with a ``RayDeprecationWarning``, as Ray's do.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -48,61 +79,99 @@ class RuntimeContext:
         task: TaskContext | None = getattr(self._runtime, "current_task", None)
         return task
 
+    @property
+    def _actor(self) -> ActorContext | None:
+        actor: ActorContext | None = getattr(self._runtime, "current_actor", None)
+        return actor
+
+    def _in_worker(self) -> bool:
+        # a driver runs no task and hosts no actor
+        return self._task is not None or self._actor is not None
+
     def get_job_id(self) -> str:
+        """The current job's id, in hex; in a task, the id of the job that submitted it."""
         return self._runtime.job_id
 
     @property
-    def job_id(self) -> str:
-        return self.get_job_id()
+    def job_id(self) -> JobID:
+        """Deprecated: ``get_job_id()``. The current job's id as a ``JobID``."""
+        _deprecated("Use get_job_id() instead")
+        return JobID.from_hex(self.get_job_id())
 
     def get_task_id(self) -> str | None:
+        """The current task's id in hex; None in a driver."""
         task = self._task
         return task.task_id if task else None
 
     @property
-    def task_id(self) -> str | None:
-        return self.get_task_id()
+    def task_id(self) -> TaskID | None:
+        """Deprecated: ``get_task_id()``. The current task's id as a ``TaskID``
+        (None where none runs); AssertionError in a driver."""
+        _deprecated("Use get_task_id() instead")
+        if not self._in_worker():
+            raise _worker_only()
+        task_id = self.get_task_id()
+        return TaskID.from_hex(task_id) if task_id else None
 
     def get_task_name(self) -> str | None:
         task = self._task
         return task.function_name if task else None
 
     def get_node_id(self) -> str:
+        """The id, in hex, of the node this process runs on."""
         return self._runtime.node_id or ""
 
     @property
-    def node_id(self) -> str:
-        return self.get_node_id()
+    def node_id(self) -> NodeID:
+        """Deprecated: ``get_node_id()``. The node's id as a ``NodeID`` (nil
+        for a driver that runs on no node of the cluster)."""
+        _deprecated("Use get_node_id() instead")
+        node_id = self.get_node_id()
+        return NodeID.from_hex(node_id) if node_id else NodeID.nil()
 
     def get_worker_id(self) -> str:
+        """The id of this worker or driver process."""
         return self._runtime.worker_id
 
-    @property
-    def _actor(self) -> ActorContext | None:
-        actor: ActorContext | None = getattr(self._runtime, "current_actor", None)
-        return actor
-
     def get_actor_id(self) -> str | None:
+        """The current actor's id in hex; None outside an actor."""
         actor = self._actor
         return actor.actor_id if actor else None
 
     @property
-    def actor_id(self) -> str | None:
-        return self.get_actor_id()
+    def actor_id(self) -> ActorID | None:
+        """Deprecated: ``get_actor_id()``. The current actor's id as an
+        ``ActorID`` (None in a task); AssertionError in a driver."""
+        _deprecated("Use get_actor_id() instead")
+        if not self._in_worker():
+            raise _worker_only()
+        actor_id = self.get_actor_id()
+        return ActorID.from_hex(actor_id) if actor_id else None
 
     def get_actor_name(self) -> str | None:
+        """The current actor's name: "" for an actor without one, None outside an actor."""
         actor = self._actor
-        return (actor.name or None) if actor else None
+        return actor.name if actor else None
 
     @property
     def current_actor(self) -> Any:
         """A handle to the actor this code runs in."""
         actor = self._actor
         if actor is None:
-            raise RuntimeError("This code is not running inside an actor.")
+            raise RuntimeError("This method is only available in an actor.")
         from .actor import handle_of
 
         return handle_of(self._runtime, actor.actor_id)
+
+    def get_placement_group_id(self) -> str | None:
+        """The current placement group's id in hex: None (redray has no placement groups)."""
+        return None
+
+    @property
+    def current_placement_group_id(self) -> PlacementGroupID:
+        """Deprecated: ``get_placement_group_id()``. Always the nil ``PlacementGroupID``."""
+        _deprecated("Use get_placement_group_id() instead")
+        return PlacementGroupID.nil()
 
     @property
     def namespace(self) -> str:
@@ -135,11 +204,22 @@ class RuntimeContext:
         return self._runtime.settings.display
 
     def get(self) -> dict[str, Any]:
-        return {
-            "job_id": self.get_job_id(),
-            "node_id": self.get_node_id(),
-            "task_id": self.get_task_id(),
+        """Deprecated: the ``get_*_id()`` methods. The job and node ids (as id
+        objects) and the namespace; in a worker also the task id and, in an
+        actor, the actor id."""
+        _deprecated("Use get_xxx_id() methods to get relevant ids instead")
+        node_id = self.get_node_id()
+        context: dict[str, Any] = {
+            "job_id": JobID.from_hex(self.get_job_id()),
+            "node_id": NodeID.from_hex(node_id) if node_id else NodeID.nil(),
+            "namespace": self.namespace,
         }
+        task_id, actor_id = self.get_task_id(), self.get_actor_id()
+        if task_id:
+            context["task_id"] = TaskID.from_hex(task_id)
+        if actor_id:
+            context["actor_id"] = ActorID.from_hex(actor_id)
+        return context
 
 
 class ClusterContext:

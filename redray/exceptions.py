@@ -236,25 +236,261 @@ class JobReapedError(RaySystemError):
     (paused, cut off from Redis) for longer than its grace period (redray)."""
 
 
+# The rest of Ray's ``ray.exceptions``, with Ray's base classes. Most stand
+# for failures redray cannot have (no placement groups, raylet, plasma store,
+# gRPC layer, compiled graphs, lineage reconstruction or spilling) and are
+# never raised: they exist so that Ray code importing them, or catching them
+# in ``except`` clauses, keeps working.
+
+
+class ActorAlreadyExistsError(ValueError, RayError):
+    """A new actor was given a name another live actor in that namespace has.
+
+    A ``ValueError`` too, as in Ray: ``Cls.options(name=...).remote()``
+    raises it when the name is taken (and ``get_if_exists`` is not set).
+    """
+
+    def __init__(self, error_message: str) -> None:
+        super().__init__(error_message)
+        self.error_message = error_message
+
+    def __str__(self) -> str:
+        return self.error_message
+
+
+class ActorHandleNotFoundError(ValueError, RayError):
+    """Ray: ``kill`` of a handle from an earlier session. A ``ValueError`` too.
+
+    Defined for compatibility: redray's ``kill`` of an unknown actor does nothing.
+    """
+
+    def __init__(self, error_message: str) -> None:
+        super().__init__(error_message)
+        self.error_message = error_message
+
+    def __str__(self) -> str:
+        return self.error_message
+
+
+class ActorPlacementGroupRemoved(RayError):
+    """Ray: the actor's placement group was removed. Never raised by redray,
+    which has no placement groups; defined for compatibility."""
+
+    def __str__(self) -> str:
+        return "The placement group corresponding to this Actor has been removed."
+
+
+class TaskPlacementGroupRemoved(RayError):
+    """Ray: the task's placement group was removed. Never raised by redray,
+    which has no placement groups; defined for compatibility."""
+
+    def __str__(self) -> str:
+        return "The placement group corresponding to this task has been removed."
+
+
+class ActorUnschedulableError(RayError):
+    """Ray: the actor can never be placed (e.g. its node-affinity node is dead).
+
+    Never raised by redray: an actor no node can fit stays pending (with a
+    warning) until a node that fits joins, and scheduling strategies are
+    ignored. Defined for compatibility.
+    """
+
+    def __init__(self, error_message: str) -> None:
+        super().__init__(error_message)
+        self.error_message = error_message
+
+    def __str__(self) -> str:
+        return f"The actor is not schedulable: {self.error_message}"
+
+
+class TaskUnschedulableError(RayError):
+    """Ray: the task can never be placed (e.g. its node-affinity node is dead).
+
+    Never raised by redray: a task no node can fit stays pending (with a
+    warning) until a node that fits joins, and scheduling strategies are
+    ignored. Defined for compatibility.
+    """
+
+    def __init__(self, error_message: str) -> None:
+        super().__init__(error_message)
+        self.error_message = error_message
+
+    def __str__(self) -> str:
+        return f"The task is not schedulable: {self.error_message}"
+
+
+class AsyncioActorExit(RayError):
+    """Ray: how ``exit_actor()`` leaves an asyncio actor (raised inside the
+    actor to end it). Defined for compatibility."""
+
+
+class AuthenticationError(RayError):
+    """Ray: the cluster's authentication token is missing or wrong.
+
+    Never raised by redray: a wrong Redis password is a ``ConnectionError``
+    and a payload with a bad signature a ``RaySystemError``. Defined for
+    compatibility.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class LocalRayletDiedError(RayError):
+    """Ray: the raylet of the task's node died. Never raised by redray (no
+    raylet: a dead node's tasks fail with ``WorkerCrashedError`` once their
+    retries are spent); defined for compatibility."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """Ray: the object was freed with the internal ``free`` call. Never
+    raised by redray (no ``free``); defined for compatibility."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """Ray: a lost object could not be rebuilt from its lineage. Never raised
+    by redray, which does not reconstruct lost objects (``ObjectLostError``);
+    defined for compatibility."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """Ray: an object was deleted while a reference to it remained (a bug).
+    Never raised by redray; defined for compatibility."""
+
+
+class ObjectRefStreamEndOfStreamError(RayError):
+    """Ray: a streaming generator has no more ObjectRefs to read. Never raised
+    by redray, whose ``ObjectRefGenerator`` ends with ``StopIteration`` (and
+    ``StopAsyncIteration``) as Ray's iteration does; defined for compatibility."""
+
+
+class OufOfBandObjectRefSerializationException(RayError):
+    """Ray (with its spelling): an ``ObjectRef`` was pickled out of band with
+    ``ray.cloudpickle``. Never raised by redray, where such a ref stays valid
+    until its job ends; defined for compatibility."""
+
+
+class OutOfDiskError(RayError):
+    """Ray: the object store and the disk it spills to are both full. Never
+    raised by redray, which keeps objects in Redis and does not spill (a full
+    Redis is ``ObjectStoreFullError``); defined for compatibility."""
+
+
+class PlasmaObjectNotAvailable(RayError):
+    """Ray: a plasma object was not available in time. Never raised by redray
+    (no plasma store); defined for compatibility."""
+
+
+class RpcError(RayError):
+    """Ray: an error of its gRPC layer. Never raised by redray (it speaks to
+    Redis: a lost server is a ``ConnectionError``); defined for compatibility."""
+
+    def __init__(self, message: str, rpc_code: int | None = None) -> None:
+        self.message = message
+        self.rpc_code = rpc_code
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.message, self.rpc_code))
+
+
+class RayChannelError(RaySystemError):
+    """Ray: an error of a compiled-graph channel. Never raised by redray (no
+    compiled graphs); defined for compatibility."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """Ray: a compiled-graph channel operation timed out. Never raised by
+    redray (no compiled graphs); defined for compatibility."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """Ray: a compiled-graph channel's buffer is full. Never raised by redray
+    (no compiled graphs); defined for compatibility."""
+
+
+class RayDirectTransportError(RaySystemError):
+    """Ray: a direct-transport (tensor) transfer failed. Never raised by
+    redray (every object goes through Redis); defined for compatibility."""
+
+
+class StreamingGeneratorReplayInconsistentError(RaySystemError):
+    """Ray: a retried streaming generator yielded a different number of
+    values than its first attempt. Never raised by redray; defined for
+    compatibility."""
+
+
+class UnserializableException(RayError):
+    """Ray: a task's exception could not be unpickled where it was raised
+    again; holds the original's text and traceback.
+
+    Never raised by redray: an exception that cannot be pickled comes back as
+    a ``RayTaskError`` whose cause is a ``RayError`` saying so. Defined for
+    compatibility.
+    """
+
+    def __init__(self, original_stack_trace: str) -> None:
+        self._original_stack_trace = original_stack_trace
+        super().__init__(original_stack_trace)
+
+    def __str__(self) -> str:
+        return f"Failed to deserialize exception. Original exception:\n{self._original_stack_trace}"
+
+
+class UserCodeException(RayError):
+    """Ray: wraps an exception raised by user code. Never raised by redray
+    (a task's exception reaches ``get`` as a ``RayTaskError`` that is also
+    an instance of the original class); defined for compatibility."""
+
+
 __all__ = [
+    "ActorAlreadyExistsError",
     "ActorDiedError",
+    "ActorHandleNotFoundError",
     "ActorOutOfMemoryError",
+    "ActorPlacementGroupRemoved",
     "ActorUnavailableError",
+    "ActorUnschedulableError",
+    "AsyncioActorExit",
+    "AuthenticationError",
     "CrossLanguageError",
     "GetTimeoutError",
     "JobReapedError",
+    "LocalRayletDiedError",
     "NodeDiedError",
     "ObjectFetchTimedOutError",
+    "ObjectFreedError",
     "ObjectLostError",
+    "ObjectReconstructionFailedError",
+    "ObjectRefStreamEndOfStreamError",
     "ObjectStoreFullError",
+    "OufOfBandObjectRefSerializationException",
+    "OutOfDiskError",
     "OutOfMemoryError",
     "OwnerDiedError",
     "PendingCallsLimitExceeded",
+    "PlasmaObjectNotAvailable",
     "RayActorError",
+    "RayCgraphCapacityExceeded",
+    "RayChannelError",
+    "RayChannelTimeoutError",
+    "RayDirectTransportError",
     "RayError",
     "RaySystemError",
     "RayTaskError",
+    "ReferenceCountingAssertionError",
+    "RpcError",
     "RuntimeEnvSetupError",
+    "StreamingGeneratorReplayInconsistentError",
     "TaskCancelledError",
+    "TaskPlacementGroupRemoved",
+    "TaskUnschedulableError",
+    "UnserializableException",
+    "UserCodeException",
     "WorkerCrashedError",
 ]
