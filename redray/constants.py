@@ -228,6 +228,10 @@ class Keys:
         """LIST one token per free slot of a bounded Queue."""
         return f"{self.tag}:queue:{queue_id}:free"
 
+    def queue_meta(self, queue_id: str) -> str:
+        """STRING a Queue's maxsize; its existence says the queue is not shut down."""
+        return f"{self.tag}:queue:{queue_id}:meta"
+
     # -- per worker process ------------------------------------------------------
     def inbox(self, worker_id: str) -> str:
         """LIST completion notices for the tasks a driver or executor submitted."""

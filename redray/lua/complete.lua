@@ -145,10 +145,13 @@ for b = 1, B do bells[ARGV[12 + b]] = KEYS[19 + b] end
 local missed = {}
 local function make_ready(t)
   local state = redis.call('HGET', KEYS[2], t)
-  if state == false or string.sub(state, 1, 1) ~= 'W' then return end
+  local waiting = state and string.sub(state, 1, 1)
+  if waiting ~= 'W' and waiting ~= 'w' then return end
   local shape = string.sub(state, 2)
   local seq = redis.call('INCR', KEYS[5])
-  local member = shape .. '|' .. string.format('%014d', seq) .. '|' .. t
+  -- a nested task ('w') keeps its place ahead of top-level ones (submit.lua)
+  local priority = waiting == 'w' and '0' or '1'
+  local member = shape .. '|' .. priority .. string.format('%013d', seq) .. '|' .. t
   redis.call('ZADD', KEYS[4], 0, member)
   redis.call('HSET', KEYS[2], t, 'Q' .. member)
   local bell = bells[shape]

@@ -49,7 +49,9 @@ local attempts = redis.call('HINCRBY', KEYS[7], tid, 1)
 if max >= 0 and attempts > max then return 0 end
 local shape = ARGV[3]
 local seq = redis.call('INCR', KEYS[3])
-local member = shape .. '|' .. string.format('%014d', seq) .. '|' .. tid
+-- behind everything queued (priority 1, submit.lua), nested or not: a task
+-- that keeps killing its executor must not hold up the rest
+local member = shape .. '|1' .. string.format('%013d', seq) .. '|' .. tid
 redis.call('ZADD', KEYS[2], 0, member)
 redis.call('HSET', KEYS[1], tid, 'Q' .. member)
 redis.call('RPUSH', KEYS[10], '1')
