@@ -9,17 +9,18 @@ submission order, through the caller's submission batch.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
-from . import control, ids, session
+from . import control, ids, job_config, session
 from . import task_spec as ts
 from .constants import RESOURCE_UNIT
-from .exceptions import PendingCallsLimitExceeded
+from .exceptions import ActorAlreadyExistsError, AsyncioActorExit, PendingCallsLimitExceeded
 from .generator import check_num_returns, owned_returns, result_of_call
-from .remote_function import encode_args
+from .remote_function import check_retry_exceptions, encode_args
 from .resources import request, shape_of
 
 if TYPE_CHECKING:
@@ -105,7 +106,30 @@ def validate_actor_options(options: Mapping[str, Any], where: str) -> dict[str, 
     conc = opts.get("max_concurrency")
     if conc is not None and (isinstance(conc, bool) or not isinstance(conc, int) or conc < 1):
         raise ValueError(f"max_concurrency for {where} must be an integer >= 1, got {conc!r}.")
+    groups = opts.get("concurrency_groups")
+    if groups is not None:
+        if not isinstance(groups, Mapping) or not all(
+            isinstance(g, str) and g and type(n) is int and n >= 1 for g, n in groups.items()
+        ):
+            raise ValueError(
+                f"concurrency_groups for {where} must map group names to their max "
+                f"concurrency (integers >= 1), got {groups!r}."
+            )
+        opts["concurrency_groups"] = dict(groups)
     return opts
+
+
+def check_group(group: Any, groups: Mapping[str, int] | None, where: str) -> None:
+    """ValueError unless ``group`` (a method's ``concurrency_group``) is one
+    of the actor's ``concurrency_groups``; Ray's actor dies of a bad one."""
+    if group is None:
+        return
+    if not isinstance(group, str) or group not in (groups or {}):
+        known = ", ".join(sorted(groups or {})) or "none"
+        raise ValueError(
+            f"concurrency_group {group!r} of {where} is not one of the actor's "
+            f"concurrency_groups ({known}). Add it to @remote(concurrency_groups={{...}})."
+        )
 
 
 def _method_table(cls: type) -> dict[str, dict[str, Any]]:
@@ -118,16 +142,39 @@ def _method_table(cls: type) -> dict[str, dict[str, Any]]:
         if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
             continue
         opts = dict(getattr(fn, "__redray_method_options__", {}))
-        bad = sorted(set(opts) - METHOD_OPTIONS)
-        if bad:
-            raise ValueError(f"Invalid option {bad[0]!r} for actor method {cls.__name__}.{name}.")
+        # checked here, read by the actor from its class when a call fails
+        retry_options(opts, f"actor method {cls.__name__}.{name}")
         generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
-        n = opts.get("num_returns", "streaming" if generator else 1)
+        n = opts.get("num_returns")
+        if n is None:
+            n = "streaming" if generator else 1
         table[name] = {
             "num_returns": check_num_returns(n, f"actor method {cls.__name__}.{name}"),
             "params": _params(cls, name, fn),
         }
+        if opts.get("concurrency_group") is not None:
+            table[name]["group"] = opts["concurrency_group"]
     return table
+
+
+def retry_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The ``max_task_retries`` / ``retry_exceptions`` an actor method's
+    options set (checked; ValueError naming the bad one), other options
+    checked for their names only."""
+    bad = sorted(set(options) - METHOD_OPTIONS)
+    if bad:
+        raise ValueError(f"Invalid option {bad[0]!r} for {where}.")
+    out: dict[str, Any] = {}
+    if options.get("max_task_retries") is not None:
+        value = options["max_task_retries"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ValueError(
+                f"max_task_retries for {where} must be an integer >= -1, got {value!r}."
+            )
+        out["max_task_retries"] = value
+    if options.get("retry_exceptions") is not None:
+        out["retry_exceptions"] = check_retry_exceptions(options["retry_exceptions"], where)
+    return out
 
 
 def _params(cls: type, name: str, fn: Any) -> list[list[Any]] | None:
@@ -244,7 +291,7 @@ class ActorClass(Generic[T]):
         namespace = opts.get("namespace") or runtime.namespace
         name = opts.get("name")
         name_key = f"{namespace}:{name}" if name else ""
-        detached = opts.get("lifetime") == "detached"
+        detached = job_config.actor_lifetime(opts.get("lifetime")) == "detached"
         explicit = any(
             opts.get(k) is not None for k in ("num_cpus", "num_gpus", "memory", "resources")
         )
@@ -265,11 +312,15 @@ class ActorClass(Generic[T]):
         # its name) is registered: a failed creation must not hold the name
         fn_key, digest = runtime.function_key(self._cls, self._name)
         packed, deps, holds = encode_args(runtime, args, kwargs, f"{self._name}.__init__")
+        groups = opts.get("concurrency_groups")
+        for method, entry in self._methods.items():
+            check_group(entry.get("group"), groups, f"method {self.__name__}.{method}")
         meta = {
             "class_name": self.__name__,
             "qualname": self._name,
             "methods": self._methods,
             "is_async": self._is_async,
+            "groups": groups or {},
         }
         max_restarts = opts.get("max_restarts") or 0
         fields = {
@@ -295,7 +346,7 @@ class ActorClass(Generic[T]):
         if status == "exists":
             if opts.get("get_if_exists"):
                 return get_actor(name or "", namespace)
-            raise ValueError(
+            raise ActorAlreadyExistsError(
                 f"The name {name!r} (namespace={namespace!r}) is already taken by another actor. "
                 "Use get_if_exists=True to get a handle to it, or pick another name."
             )
@@ -317,8 +368,9 @@ class ActorClass(Generic[T]):
                 "name": name or "",
                 "namespace": namespace,
                 "max_concurrency": opts.get("max_concurrency"),
+                "concurrency_groups": groups or {},
                 "max_task_retries": opts.get("max_task_retries") or 0,
-                "runtime_env": opts.get("runtime_env"),
+                "runtime_env": job_config.runtime_env_for(opts.get("runtime_env")),
                 "is_async": self._is_async,
             },
         )
@@ -345,11 +397,16 @@ class ActorMethod:
         name: str,
         num_returns: Any,
         signature: inspect.Signature | None = None,
+        call_options: dict[str, Any] | None = None,
     ) -> None:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
         self._signature = signature
+        #: max_task_retries / retry_exceptions / concurrency_group given with
+        #: .options(): they win over the method's @method options and the
+        #: actor's defaults (the actor reads them from the call's spec)
+        self._call_options = call_options
         #: (fewest, most) positional arguments when a call without keywords
         #: needs no full bind() (most calls: bind costs microseconds per call)
         self._positional = _positional_range(signature)
@@ -369,16 +426,18 @@ class ActorMethod:
                 self._signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"Wrong arguments for actor method {self._name}: {exc}") from None
-        return self._handle._call(self._name, args, kwargs, self._num_returns)
+        return self._handle._call(self._name, args, kwargs, self._num_returns, self._call_options)
 
     def options(self, **options: Any) -> ActorMethod:
-        bad = sorted(set(options) - METHOD_OPTIONS)
-        if bad:
-            raise ValueError(f"Invalid option {bad[0]!r} for actor method {self._name}.")
-        n = check_num_returns(
-            options.get("num_returns", self._num_returns), f"actor method {self._name}"
-        )
-        return ActorMethod(self._handle, self._name, n, self._signature)
+        where = f"actor method {self._name}"
+        call = {**(self._call_options or {}), **retry_options(options, where)}
+        if options.get("concurrency_group") is not None:
+            check_group(options["concurrency_group"], self._handle._meta.get("groups"), where)
+            call["concurrency_group"] = options["concurrency_group"]
+        n = check_num_returns(options.get("num_returns"), where)
+        if n is None:
+            n = self._num_returns
+        return ActorMethod(self._handle, self._name, n, self._signature, call or None)
 
 
 #: methods every actor has, as in Ray: ``__ray_ready__()`` (True once the
@@ -433,7 +492,12 @@ class ActorHandle(Generic[T]):
         return (ActorHandle, (self._actor_id, self._meta, self._max_pending))
 
     def _call(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], num_returns: Any
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        num_returns: Any,
+        call_options: dict[str, Any] | None = None,
     ) -> Any:
         runtime = session.current_runtime(required=True, auto_init=True)
         if self._max_pending > 0:
@@ -461,7 +525,7 @@ class ActorHandle(Generic[T]):
             owner=runtime.worker_id,
             max_retries=0,
             retry_exceptions=False,
-            extra={"method": method, "actor": self._actor_id},
+            extra={"method": method, "actor": self._actor_id, **(call_options or {})},
             namespace=runtime.namespace,
         )
         runtime.submit_actor_call(
@@ -470,6 +534,29 @@ class ActorHandle(Generic[T]):
         if self._max_pending > 0 and num_returns:
             self._pending.append(tid)
         return result_of_call(runtime, tid, num_returns, returns)
+
+
+class ActorExit(SystemExit):
+    """Raised by ``exit_actor()`` in a sync or threaded actor: a SystemExit,
+    so the method's own ``except Exception`` does not stop the exit."""
+
+
+def exit_actor() -> NoReturn:
+    """Ray's ``ray.actor.exit_actor()``: end the current actor on purpose,
+    from one of its methods. The actor is not restarted; the call that
+    exits and the calls queued behind it raise ``ActorDiedError``."""
+    runtime = session.current_runtime(required=False)
+    if runtime is None or runtime.current_actor is None:
+        raise TypeError(
+            "exit_actor() was called outside an actor. Call it inside an actor method to "
+            "end that actor, or use redray.kill(handle) from elsewhere."
+        )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise ActorExit(0) from None
+    # an asyncio actor: a SystemExit would stop its event loop instead
+    raise AsyncioActorExit()
 
 
 def handle_of(runtime: Runtime, actor_id: str) -> ActorHandle[Any]:

@@ -116,13 +116,14 @@ GENERATOR_MODES = ("streaming", "dynamic")
 
 
 def check_num_returns(value: Any, where: str) -> Any:
-    """A count >= 0, or "streaming" / "dynamic" (generators); ValueError otherwise."""
-    if value in GENERATOR_MODES:
+    """A count >= 0, "streaming" / "dynamic" (generators), or None (the
+    default: "streaming" for a generator, else 1); ValueError otherwise."""
+    if value is None or value in GENERATOR_MODES:
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(
-            f"num_returns for {where} must be an integer >= 0, 'streaming' or 'dynamic', "
-            f"got {value!r}."
+            f"num_returns for {where} must be an integer >= 0, 'streaming', 'dynamic' or "
+            f"None, got {value!r}."
         )
     return value
 

@@ -208,13 +208,23 @@ class Inbox:
     def _ready(self, oid: str) -> bool:
         return self.refs.is_ready(oid) or oid in self._arrived
 
-    def wait_ready(self, oids: Sequence[str], num_needed: int, timeout: float | None) -> set[str]:
-        """Block until ``num_needed`` of ``oids`` exist in Redis (or time runs out)."""
+    def wait_ready(
+        self,
+        oids: Sequence[str],
+        num_needed: int,
+        timeout: float | None,
+        *,
+        until_error: bool = False,
+    ) -> set[str]:
+        """Block until ``num_needed`` of ``oids`` exist in Redis (or time runs
+        out); with ``until_error``, also until one is known to hold an error
+        (``get`` raises it at once, as Ray does, while others are pending)."""
         self.check_job()
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         wanted = list(dict.fromkeys(oids))
         ready = {o for o in wanted if self._ready(o)}
-        if len(ready) >= num_needed:
+        failed = until_error and any(self.refs.is_error(o) for o in ready)
+        if len(ready) >= num_needed or failed:
             return ready
         if deadline is not None and deadline <= time.monotonic():
             # no time to block: apply the notices already waiting instead
@@ -255,6 +265,8 @@ class Inbox:
                     progress_at = time.monotonic()
                     missing.difference_update(found)
                     ready.update(found)
+                    if until_error and any(self.refs.is_error(o) for o in found):
+                        break
                 if not progressed or time.monotonic() - progress_at >= BLOCK_SLICE:
                     # a notice for these may be lost (a pop whose reply never came)
                     self._recheck(list(missing), deadline)

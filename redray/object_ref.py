@@ -105,6 +105,17 @@ class ObjectRef(Generic[R]):
         ``as_future``)."""
         return asyncio.wrap_future(self.future())
 
+    def _on_completed(self, callback: Callable[[Any], None]) -> None:
+        """Ray's ``_on_completed``: call ``callback`` with the value once the
+        object is ready (at once if it is), or with the exception ``get``
+        would raise; from a thread of redray's, so it must not block long."""
+
+        def done(fut: concurrent.futures.Future[R]) -> None:
+            exc = fut.exception()
+            callback(exc if exc is not None else fut.result())
+
+        self.future().add_done_callback(done)
+
     def __await__(self) -> Any:
         return asyncio.wrap_future(self.future()).__await__()
 

@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from .serialization import KIND_ERROR
+
 #: (kind, frames) of a value held in process memory
 Held = tuple[bytes, list[Any]]
 
@@ -132,6 +134,11 @@ class ReferenceTable:
         """Owned objects of ``task_id`` not known to exist yet."""
         with self._lock:
             return sorted(o for o in self.owned if o.startswith(task_id) and o not in self.ready)
+
+    def is_error(self, oid: str) -> bool:
+        """Whether the object is known to hold an error (its notice carried it)."""
+        held = self.held.get(oid)
+        return held is not None and held[0] == KIND_ERROR
 
     def is_ready(self, oid: str) -> bool:
         return oid in self.ready or oid in self.held

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-from . import ids, session
+from . import ids, job_config, session
 from . import task_spec as ts
 from .constants import INLINE_LIMIT
 from .generator import check_num_returns, owned_returns, result_of_call
@@ -67,19 +67,26 @@ def validate_task_options(options: Mapping[str, Any], where: str) -> dict[str, A
     max_retries = opts.get("max_retries", DEFAULT_MAX_RETRIES)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < -1:
         raise ValueError(f"max_retries for {where} must be an integer >= -1, got {max_retries!r}.")
-    retry = opts.get("retry_exceptions", False)
-    if not isinstance(retry, bool):
-        if not isinstance(retry, (list, tuple)) or not all(
-            isinstance(c, type) and issubclass(c, BaseException) for c in retry
-        ):
-            raise ValueError(
-                f"retry_exceptions for {where} must be a bool or a list of exception classes, "
-                f"got {retry!r}."
-            )
+    check_retry_exceptions(opts.get("retry_exceptions", False), where)
     env = opts.get("runtime_env")
     if env is not None and not isinstance(env, dict):
         raise ValueError(f"runtime_env for {where} must be a dict, got {env!r}.")
     return opts
+
+
+def check_retry_exceptions(retry: Any, where: str) -> bool | tuple[type[BaseException], ...]:
+    """``retry_exceptions`` as a spec holds it: a bool, or a tuple of
+    exception classes; ValueError for anything else."""
+    if isinstance(retry, bool):
+        return retry
+    if not isinstance(retry, (list, tuple)) or not all(
+        isinstance(c, type) and issubclass(c, BaseException) for c in retry
+    ):
+        raise ValueError(
+            f"retry_exceptions for {where} must be a bool or a list of exception classes, "
+            f"got {retry!r}."
+        )
+    return tuple(retry)
 
 
 def _resources_option(resources: Any, where: str) -> dict[str, float] | None:
@@ -151,10 +158,12 @@ class RemoteFunction(Generic[R]):
         packed, deps, holds = encode_args(runtime, args, kwargs, self._name)
         # a generator function streams its values by default, as in Ray
         default = "streaming" if self._is_generator else 1
-        num_returns = opts.get("num_returns", default)
+        num_returns = opts.get("num_returns")
+        if num_returns is None:
+            num_returns = default
         returns = owned_returns(tid, num_returns)
         extra = None
-        env = opts.get("runtime_env")
+        env = job_config.runtime_env_for(opts.get("runtime_env"))
         if env or opts.get("name"):
             extra = {"runtime_env": env, "name": opts.get("name")}
         retry = opts.get("retry_exceptions", False)

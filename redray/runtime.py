@@ -67,8 +67,10 @@ class Runtime:
         self.serializer = self.cluster.serializer
         self.signer = self.cluster.signer
         self.identity = Identity(worker_id, job_id, namespace, node_id)
-        #: the task an executor is running (None in a driver)
-        self.current_task: Any = None
+        #: the task an executor is running (None in a driver): per thread,
+        #: since a threaded actor runs several calls at once (see current_task)
+        self._task_here = threading.local()
+        self._task_main: Any = None
         #: set in an actor's process
         self.current_actor: Any = None
         #: cancel() reached the task this executor runs (get_runtime_context().is_canceled())
@@ -220,6 +222,19 @@ class Runtime:
         self.registry.check_shape(shape, what)
 
     # -- submit --------------------------------------------------------------------------
+    @property
+    def current_task(self) -> Any:
+        """The TaskContext of the call this thread runs: the one it set, else
+        (threads the user started) the process's main thread's."""
+        here = self._task_here.__dict__
+        return here["task"] if "task" in here else self._task_main
+
+    @current_task.setter
+    def current_task(self, task: Any) -> None:
+        self._task_here.task = task
+        if threading.current_thread() is threading.main_thread():
+            self._task_main = task
+
     def submit(
         self,
         task_id: str,
@@ -306,13 +321,18 @@ class Runtime:
 
     def get_values(self, oids: Sequence[str], timeout: float | None) -> list[Any]:
         unique = list(dict.fromkeys(oids))
-        ready = self.wait_ready(unique, len(unique), timeout)
+        assert self.inbox is not None
+        ready = self.inbox.wait_ready(unique, len(unique), timeout, until_error=len(unique) > 1)
         if len(ready) < len(unique):
-            missing = [o for o in unique if o not in ready]
-            raise GetTimeoutError(
-                f"Get timed out: {len(missing)} of {len(unique)} objects were not ready "
-                f"after {timeout} s (first: ObjectRef({missing[0]}))."
-            )
+            failed = [o for o in unique if o in ready and self.refs.is_error(o)]
+            if failed:
+                unique = failed  # raised below, before the others are ready
+            else:
+                missing = [o for o in unique if o not in ready]
+                raise GetTimeoutError(
+                    f"Get timed out: {len(missing)} of {len(unique)} objects were not ready "
+                    f"after {timeout} s (first: ObjectRef({missing[0]}))."
+                )
         records = self.fetch(unique)
         values: dict[str, Any] = {}
         for oid in unique:

@@ -42,12 +42,20 @@ _NAMES = (
     "actor_ready",
     "actor_dead",
     "actor_restarting",
-    "queue_take",
+    "queue_put",
+    "queue_get",
+    "queue_return",
 )
 
 
 #: Scripts that use a Lua library (prepended when they are loaded).
-_LIBRARIES = {"claim": ("claim_lib",), "complete": ("claim_lib",)}
+_LIBRARIES = {
+    "claim": ("claim_lib",),
+    "complete": ("claim_lib",),
+    "queue_put": ("queue_lib",),
+    "queue_get": ("queue_lib",),
+    "queue_return": ("queue_lib",),
+}
 
 
 def _read(name: str) -> str:
@@ -166,8 +174,11 @@ class Scripts:
         owner: str,
         tasks: Sequence[tuple[int, str, str, bytes, Sequence[str]]],
         pipe: Batch | None = None,
+        nested: bool = False,
     ) -> Any:
-        """Register tasks ``(submission number, task id, shape, spec, input object ids)``."""
+        """Register tasks ``(submission number, task id, shape, spec, input
+        object ids)``; ``nested`` (a running task or actor submits them)
+        queues them ahead of top-level tasks."""
         k = self.keys
         shape_at: dict[str, int] = {}
         index: dict[str, int] = {}
@@ -180,7 +191,7 @@ class Scripts:
                     index[oid] = len(index) + 1
                     dep_keys.append(k.obj(oid))
                     dep_keys.append(k.waiters(oid))
-        argv: list[Any] = [len(shape_at), len(index), len(tasks), *shape_at]
+        argv: list[Any] = [len(shape_at), len(index), len(tasks), 1 if nested else 0, *shape_at]
         for n, tid, shape, spec, deps in tasks:
             # each distinct input once
             distinct = list(dict.fromkeys(deps))
@@ -510,8 +521,31 @@ class Scripts:
         return bool(self._run("actor_restarting", keys, [how, "1" if oom else ""], retry=True))
 
     # -- util.queue -------------------------------------------------------------------
-    def queue_take(self, items_key: str, n: int) -> list[bytes] | None:
-        """Exactly ``n`` items from a Queue's list, or None if it holds fewer.
-        Not idempotent (a pop): never re-sent."""
-        reply = self._run("queue_take", [items_key], [n])
-        return list(reply) if reply else None
+    def _run_on(self, client: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that must not be re-sent on ``client`` (one without
+        retries, ``Cluster.single``): its pool checks a connection when it
+        hands it out, so one that died idle (a network fault) is replaced
+        before anything is sent, where the lane's kept one would fail."""
+        return self._scripts[name](keys=keys, args=args, client=client)
+
+    def queue_put(
+        self, client: redis.Redis, keys: Sequence[str], take: bool, items: Sequence[bytes]
+    ) -> list[int]:
+        """Append ``items`` to a Queue, all or none (queue_put.lua); ``keys``:
+        (items, free, meta). ``take``: take a free slot per item, else the
+        caller holds them. Not idempotent (a push): never re-sent."""
+        args = ["take" if take else "held", *items]
+        return [int(x) for x in self._run_on(client, "queue_put", list(keys), args)]
+
+    def queue_get(self, client: redis.Redis, keys: Sequence[str], n: int) -> tuple[int, list[Any]]:
+        """Take exactly ``n`` items from a Queue, or none (queue_get.lua):
+        (1, items), (0, [size]) or (-1, []). Not idempotent (a pop): never re-sent."""
+        reply = self._run_on(client, "queue_get", list(keys), [n])
+        return int(reply[0]), list(reply[1:])
+
+    def queue_return(
+        self, client: redis.Redis, keys: Sequence[str], slots: int, items: Sequence[bytes] = ()
+    ) -> int:
+        """Give a Queue back ``slots`` free slots and put ``items`` back at its
+        front (queue_return.lua); -1 if it was shut down. Not idempotent: never re-sent."""
+        return int(self._run_on(client, "queue_return", list(keys), [slots, *items]))

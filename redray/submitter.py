@@ -86,6 +86,9 @@ class Submitter:
         #: the flusher thread writes it
         self._useless_wakes = 0
         self._stopped = False
+        #: an executor's submitter: its tasks are nested (submitted by a
+        #: running task or actor) and queue ahead of top-level tasks
+        self.nested = False
         self._thread = threading.Thread(target=self._loop, name="redray-flush", daemon=True)
         self._thread.start()
 
@@ -223,6 +226,7 @@ class Submitter:
                     owner,
                     [(e.number, e.task_id, e.target, e.spec, e.deps) for e in run],
                     pipe=pipe,
+                    nested=self.nested,
                 )
             else:
                 calls_at.append(len(pipe))

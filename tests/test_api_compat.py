@@ -153,3 +153,134 @@ def test_actor_method_calls_are_checked_against_the_signature_at_the_call_site(c
     assert redray.get(actor.add.remote(a=2, b=5), timeout=30) == 7
     assert redray.get(actor.many.remote(1, 2, x=3), timeout=30) == 6
     assert redray.get(actor.neg.remote(4), timeout=30) == -4
+
+
+@redray.remote
+def leaf() -> int:
+    return 0
+
+
+@redray.remote
+def middle() -> int:
+    return redray.get(leaf.remote())
+
+
+@redray.remote
+def top() -> int:
+    return redray.get(middle.remote())
+
+
+def test_nested_tasks_are_not_held_up_by_a_backlog_of_top_level_tasks(
+    settings: Settings, node_factory
+) -> None:
+    # Ray's fair-queueing test: on one CPU, each of many f() waits for g(),
+    # which waits for h(); submitted behind the whole backlog of f(), the
+    # g() and h() would only start once every f() had started
+    node_factory(num_cpus=1)
+    redray.init(address=settings.to_url())
+    try:
+        refs = [top.remote() for _ in range(200)]
+        ready, _ = redray.wait(refs, num_returns=len(refs), timeout=120)
+        assert len(ready) == len(refs)
+        assert redray.get(refs) == [0] * len(refs)
+    finally:
+        redray.shutdown()
+
+
+@redray.remote
+class Leaver:
+    def ping(self) -> str:
+        return "pong"
+
+    def leave(self) -> None:
+        try:
+            redray.actor.exit_actor()
+        except Exception:  # noqa: BLE001 - exit_actor is not stopped by this
+            pass
+
+
+@redray.remote
+class AsyncLeaver:
+    async def ping(self) -> str:
+        return "pong"
+
+    async def leave(self) -> None:
+        redray.actor.exit_actor()
+
+
+@pytest.mark.parametrize("cls", [Leaver, AsyncLeaver], ids=["sync", "async"])
+def test_exit_actor_ends_the_actor_and_fails_its_call_and_the_queued_ones(cluster, cls) -> None:
+    actor = cls.options(max_restarts=1).remote()
+    assert redray.get(actor.ping.remote(), timeout=30) == "pong"
+    leaving, queued = actor.leave.remote(), actor.ping.remote()
+    # an async actor may run the queued call before leave() is done with
+    for ref in (leaving, queued) if cls is Leaver else (leaving,):
+        with pytest.raises(redray.exceptions.ActorDiedError):
+            redray.get(ref, timeout=30)
+    with pytest.raises(redray.exceptions.ActorDiedError, match="exit_actor"):
+        redray.get(actor.ping.remote(), timeout=30)  # not restarted
+
+
+def test_exit_actor_outside_an_actor_is_a_type_error(cluster) -> None:
+    with pytest.raises(TypeError, match="exit_actor"):
+        redray.actor.exit_actor()
+
+
+def test_on_completed_calls_back_with_the_value_or_the_error(cluster) -> None:
+    import threading
+
+    @redray.remote
+    def value() -> int:
+        return 41
+
+    @redray.remote
+    def broken() -> None:
+        raise KeyError("broken")
+
+    got: list = []
+    called = threading.Event()
+
+    def callback(result) -> None:
+        got.append(result)
+        if len(got) == 2:
+            called.set()
+
+    value.remote()._on_completed(callback)
+    broken.remote()._on_completed(callback)
+    assert called.wait(30)
+    assert 41 in got
+    assert any(isinstance(r, KeyError) for r in got)
+
+
+@redray.remote
+class SyncAwaiter:
+    def run_coroutine(self, refs: list) -> int:
+        import asyncio
+
+        async def total() -> int:
+            return sum([await ref for ref in refs])
+
+        return asyncio.run(total())
+
+
+def test_await_on_refs_inside_a_sync_actor_method(cluster) -> None:
+    actor = SyncAwaiter.remote()
+    refs = [redray.put(i) for i in range(4)]
+    assert redray.get(actor.run_coroutine.remote(refs), timeout=30) == 6
+
+
+def test_a_taken_actor_name_raises_actor_already_exists_error(cluster) -> None:
+    Counter.options(name="taken").remote()
+    with pytest.raises(redray.exceptions.ActorAlreadyExistsError, match="taken"):
+        Counter.options(name="taken").remote()
+
+
+def test_get_of_a_dynamic_generator_task_is_a_dynamic_object_ref_generator(cluster) -> None:
+    @redray.remote(num_returns="dynamic")
+    def two():
+        yield 1
+        yield 2
+
+    refs = redray.get(two.remote(), timeout=30)
+    assert isinstance(refs, redray.DynamicObjectRefGenerator)
+    assert redray.get(list(refs), timeout=30) == [1, 2]

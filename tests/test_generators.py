@@ -117,3 +117,94 @@ def test_async_actor_generator_method_streams(cluster):
 def test_bad_num_returns_is_a_value_error():
     with pytest.raises(ValueError):
         redray.remote(num_returns="sometimes")(lambda: 1)
+
+
+def outcomes(refs) -> list:
+    seen = []
+    for ref in refs:
+        try:
+            seen.append(redray.get(ref, timeout=30))
+        except redray.exceptions.RayTaskError as exc:
+            seen.append(type(exc.cause).__name__)
+    return seen
+
+
+@redray.remote(num_returns=3)
+def yields_one_then_fails():
+    yield 1
+    raise KeyError("after one")
+
+
+@redray.remote(num_returns=3)
+def yields_one_only():
+    yield 1
+
+
+@redray.remote(num_returns=2)
+def yields_three():
+    yield 1
+    yield 2
+    yield 3
+
+
+@redray.remote(num_returns="dynamic")
+def dynamic_then_fails():
+    yield 1
+    yield 2
+    raise KeyError("after two")
+
+
+@redray.remote(num_returns=None)
+def default_generator():
+    yield 1
+    yield 2
+
+
+@redray.remote
+class KGenerator:
+    @redray.method(num_returns=3)
+    def values(self):
+        yield "a"
+        raise KeyError("after a")
+
+
+def test_a_generator_with_num_returns_k_keeps_the_values_before_its_error(cluster):
+    assert outcomes(yields_one_then_fails.remote()) == [1, "KeyError", "KeyError"]
+
+
+def test_a_generator_that_yields_fewer_than_num_returns_keeps_what_it_yielded(cluster):
+    with pytest.raises(ValueError, match="returned 1 objects, but num_returns=3"):
+        redray.get(yields_one_only.remote()[2], timeout=30)
+    assert outcomes(yields_one_only.remote()) == [1, "ValueError", "ValueError"]
+
+
+def test_a_generator_that_yields_more_than_num_returns_gives_the_first_k(cluster):
+    assert outcomes(yields_three.remote()) == [1, 2]
+
+
+def test_a_dynamic_generator_keeps_its_values_and_ends_with_the_error(cluster):
+    refs = redray.get(dynamic_then_fails.remote(), timeout=30)
+    assert outcomes(refs) == [1, 2, "KeyError"]
+
+
+def test_num_returns_none_on_a_generator_streams(cluster):
+    gen = default_generator.remote()
+    assert isinstance(gen, redray.ObjectRefGenerator)
+    assert outcomes(gen) == [1, 2]
+
+
+def test_num_returns_none_on_a_function_returns_one_ref(cluster):
+    @redray.remote
+    def five() -> int:
+        return 5
+
+    ref = five.options(num_returns=None).remote()
+    assert isinstance(ref, redray.ObjectRef)
+    assert redray.get(ref, timeout=30) == 5
+
+
+def test_an_actor_generator_method_with_num_returns_k_keeps_the_values_before_its_error(
+    cluster,
+):
+    actor = KGenerator.remote()
+    assert outcomes(actor.values.remote()) == ["a", "KeyError", "KeyError"]

@@ -263,6 +263,27 @@ def test_submit_batch_keeps_fifo_order(scripts: Scripts, redis_client, keys) -> 
     assert ready_members(redis_client, keys)[-1].endswith("|t0")
 
 
+def test_submit_of_nested_tasks_queues_them_ahead_of_top_level_ones(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    add_node(redis_client, keys, "n1", cpus=2)
+    submit(scripts, [(1, "top1", CPU1, []), (2, "top2", CPU1, [])])
+    scripts.submit(JOB, "executor", [(1, "child", CPU1, b"spec-child", [])], nested=True)
+    assert ready_tids(redis_client, keys) == ["child", "top1", "top2"]
+    got = claim(scripts, "n1", [CPU1])
+    assert got is not None and got.task_id == "child"
+
+
+def test_a_nested_task_waiting_for_inputs_keeps_its_priority_when_ready(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    scripts.submit(JOB, "executor", [(1, "child", CPU1, b"spec-child", ["o1"])], nested=True)
+    assert state(redis_client, keys, "child") == "w" + CPU1
+    submit(scripts, [(1, "top1", CPU1, [])])
+    produce(scripts, "o1")
+    assert ready_tids(redis_client, keys) == ["child", "top1"]
+
+
 def test_submit_pushes_one_bell_token_per_ready_task(scripts: Scripts, redis_client, keys) -> None:
     batch = [(i + 1, f"a{i}", CPU1, []) for i in range(5)]
     batch += [(i + 6, f"b{i}", CPU2, []) for i in range(3)]
@@ -1875,18 +1896,49 @@ def test_actor_restarting_leaves_a_dead_or_deleted_actor_alone(
 # -- util.queue -------------------------------------------------------------------------------
 
 
-def test_queue_take_takes_exactly_n_items_oldest_first(scripts: Scripts, redis_client, keys):
-    items = keys.tag + ":q"
-    redis_client.rpush(items, b"a", b"b", b"c")
-    assert scripts.queue_take(items, 2) == [b"a", b"b"]
-    assert redis_client.lrange(items, 0, -1) == [b"c"]
+def queue_keys(keys: Keys, maxsize: int, client: redis.Redis) -> list[str]:
+    """A queue's (items, free, meta) keys, made as ``Queue(maxsize)`` makes them."""
+    made = [keys.queue("q1"), keys.queue_free("q1"), keys.queue_meta("q1")]
+    client.set(made[2], maxsize)
+    if maxsize > 0:
+        client.rpush(made[1], *([b"1"] * maxsize))
+    return made
 
 
-def test_queue_take_takes_nothing_when_too_few(scripts: Scripts, redis_client, keys):
-    items = keys.tag + ":q"
-    redis_client.rpush(items, b"a")
-    assert scripts.queue_take(items, 2) is None
-    assert redis_client.lrange(items, 0, -1) == [b"a"]
+def test_queue_put_adds_every_item_or_none(scripts: Scripts, redis_client, keys) -> None:
+    q = queue_keys(keys, 3, redis_client)
+    assert scripts.queue_put(scripts.client, q, True, [b"a", b"b"]) == [1, 2]
+    assert scripts.queue_put(scripts.client, q, True, [b"c", b"d"]) == [0, 2]  # one slot left
+    assert redis_client.lrange(q[0], 0, -1) == [b"a", b"b"]
+    assert redis_client.llen(q[1]) == 1
+
+
+def test_queue_get_takes_exactly_n_and_gives_their_slots_back(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    q = queue_keys(keys, 3, redis_client)
+    scripts.queue_put(scripts.client, q, True, [b"a", b"b", b"c"])
+    assert scripts.queue_get(scripts.client, q, 4) == (0, [3])  # too few: nothing taken
+    assert scripts.queue_get(scripts.client, q, 2) == (1, [b"a", b"b"])
+    assert redis_client.llen(q[1]) == 2
+
+
+def test_queue_return_puts_items_back_at_the_front(scripts: Scripts, redis_client, keys) -> None:
+    q = queue_keys(keys, 0, redis_client)
+    scripts.queue_put(scripts.client, q, True, [b"b"])
+    scripts.queue_return(scripts.client, q, 0, [b"a"])
+    assert redis_client.lrange(q[0], 0, -1) == [b"a", b"b"]
+
+
+def test_queue_scripts_refuse_a_queue_that_was_shut_down(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    q = queue_keys(keys, 2, redis_client)
+    redis_client.delete(*q)
+    assert scripts.queue_put(scripts.client, q, True, [b"a"]) == [-1]
+    assert scripts.queue_get(scripts.client, q, 1) == (-1, [])
+    assert scripts.queue_return(scripts.client, q, 1, [b"a"]) == -1
+    assert not redis_client.exists(*q)  # nothing recreated
 
 
 # -- robustness ------------------------------------------------------------------------------

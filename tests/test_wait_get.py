@@ -225,6 +225,30 @@ def test_get_timeout_on_a_list_raises_when_one_is_not_ready(cluster, tmp_path):
         gate.touch()
 
 
+def test_get_raises_a_failed_tasks_error_while_others_in_the_list_are_pending(cluster, tmp_path):
+    gate = tmp_path / "gate"
+    held = hold_until.remote(str(gate))
+    try:
+        with pytest.raises(ValueError, match="failed, but finished"):
+            redray.get([held, fails.remote()], timeout=60)
+        ready, _ = redray.wait([held], timeout=0)
+        assert ready == []  # raised before the held task finished
+    finally:
+        gate.touch()
+
+
+def test_get_raises_an_error_already_known_without_waiting_for_the_rest(cluster, tmp_path):
+    failed = fails.remote()
+    redray.wait([failed], timeout=30)
+    gate = tmp_path / "gate"
+    held = hold_until.remote(str(gate))
+    try:
+        with pytest.raises(ValueError, match="failed, but finished"):
+            redray.get([held, failed], timeout=60)
+    finally:
+        gate.touch()
+
+
 def test_get_after_a_timeout_still_returns_the_value(cluster, tmp_path):
     gate = tmp_path / "gate"
     ref = hold_until.remote(str(gate))

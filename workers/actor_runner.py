@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from redray import dead_letters, ids, rejections
 from redray import task_spec as ts
+from redray.actor import ActorExit
 from redray.actor_lifecycle import finalize
 from redray.connections import BLOCK_MARGIN, TRANSIENT, Batch, blocking_call
 from redray.constants import MAILBOX_GROUP
@@ -32,6 +33,7 @@ from redray.context import ActorContext, TaskContext
 from redray.exceptions import (
     ActorDiedError,
     ActorOutOfMemoryError,
+    AsyncioActorExit,
     RayTaskError,
     TaskCancelledError,
 )
@@ -41,13 +43,23 @@ from redray.scripts import Claimed, ReturnValue
 from redray.serialization import KIND_ERROR, KIND_VALUE
 from redray.signing import SignatureError
 
+from . import concurrency_groups as cg
 from . import slots as sl
-from .execution import DependencyFailed, Host, apply_env, arguments, value_frames
+from .execution import (
+    DependencyFailed,
+    Host,
+    apply_env,
+    arguments,
+    generator_returns,
+    value_frames,
+)
 
 log = logging.getLogger("redray.actor")
 
 READ_BLOCK_MS = 2000
 READ_COUNT = 64
+#: calls a concurrent actor reads ahead of their results, at least
+MAX_IN_FLIGHT = 10_000
 TERMINATE = "__ray_terminate__"
 
 
@@ -67,6 +79,22 @@ def class_method(instance: Any, name: str) -> Any:
         return getattr(cls, name)
     attr = getattr(cls, name)
     return attr.__get__(instance, cls) if hasattr(attr, "__get__") else attr
+
+
+class RetryPolicy(NamedTuple):
+    """How often a call may be run again: ``retries`` more times (-1: no
+    limit) after the actor died running it, and after it raised an exception
+    ``exceptions`` allows (True: any; a tuple: those classes; False: none)."""
+
+    retries: int
+    exceptions: bool | tuple[type[BaseException], ...]
+
+    def allows(self, exc: BaseException, retried: int) -> bool:
+        if self.retries != -1 and retried >= self.retries:
+            return False
+        if isinstance(self.exceptions, tuple):
+            return isinstance(exc, self.exceptions)
+        return self.exceptions is True
 
 
 class _Terminate(Exception):
@@ -98,9 +126,8 @@ class ActorRunner:
         self.instance: Any = None
         #: calls cancel() reached (heard on the actor's channel)
         self.cancelled: set[str] = set()
-        #: running async calls by task id, to cancel through asyncio
-        self.tasks: dict[str, asyncio.Task[Any]] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
+        #: running async calls by task id, with their loop, to cancel through asyncio
+        self.tasks: dict[str, tuple[asyncio.Task[Any], asyncio.AbstractEventLoop]] = {}
         self.control: Any = None
         self._poll_lock = threading.Lock()
         #: __ray_terminate__ was reached: later entries stay in the mailbox,
@@ -112,6 +139,8 @@ class ActorRunner:
         self.running: set[bytes] = set()
         #: a read failed: entries may have been delivered without reaching us
         self.reread = False
+        #: why the actor ends when a call asks it to (finalize's message)
+        self.exit_reason = "__ray_terminate__ was called"
 
     # -- life ------------------------------------------------------------------------
     def run(self) -> None:
@@ -202,8 +231,7 @@ class ActorRunner:
                 rt.cluster,
                 self.actor_id,
                 ActorDiedError(
-                    f"The actor {spec.function_name} ({self.actor_id}) exited: "
-                    "__ray_terminate__ was called."
+                    f"The actor {spec.function_name} ({self.actor_id}) exited: {self.exit_reason}."
                 ),
                 node_id=ex.node_id,
                 task_id=spec.task_id,
@@ -247,11 +275,32 @@ class ActorRunner:
         for entry_id, fields in claimed:
             # delivered n times = run n times, each ended by a crash: n - 1 retries used
             retries_used = int(deliveries.get(entry_id, 1)) - 1
-            budget = self.max_task_retries
+            spec = self._decode(entry_id, fields)
+            if spec is None:
+                self._publish([Done(entry_id, None, [])])
+                continue
+            budget = self.retry_policy(spec).retries
             if budget != -1 and retries_used >= budget:
-                self._fail_entry(entry_id, fields)
+                self._fail_entry(entry_id, spec, budget)
             else:
                 self._publish(self._execute_all([(entry_id, fields)]))
+
+    def retry_policy(self, spec: ts.TaskSpec) -> RetryPolicy:
+        """The call's ``max_task_retries`` and ``retry_exceptions``, as Ray
+        takes them: from ``.options()`` on the method, else from its
+        ``@method(...)``, else the actor's ``max_task_retries`` and no
+        retries on exceptions."""
+        extra = spec.extra or {}
+        opts = cg.method_options(type(self.instance), str(extra.get("method", "")))
+        retries = extra.get("max_task_retries", opts.get("max_task_retries"))
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < -1:
+            retries = self.max_task_retries
+        exceptions = extra.get("retry_exceptions", opts.get("retry_exceptions", False))
+        if isinstance(exceptions, list):
+            exceptions = tuple(exceptions)
+        if not isinstance(exceptions, (bool, tuple)):
+            exceptions = False
+        return RetryPolicy(retries, exceptions)
 
     def _decode(self, entry_id: bytes, fields: dict[bytes, bytes]) -> ts.TaskSpec | None:
         """The call spec of a mailbox entry; None (and a dead letter) if it has none."""
@@ -283,17 +332,13 @@ class ActorRunner:
             )
             return None
 
-    def _fail_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        spec = self._decode(entry_id, fields)
-        if spec is None:
-            self._publish([Done(entry_id, None, [])])
-            return
+    def _fail_entry(self, entry_id: bytes, spec: ts.TaskSpec, budget: int) -> None:
         how, oom = self.last_exit
         death = ActorOutOfMemoryError if oom else ActorDiedError
         err = death(
             f"The actor {self.spec.function_name} ({self.actor_id}) died while running "
             f"{spec.function_name}{f' ({how})' if how else ''}, and "
-            f"max_task_retries={self.max_task_retries} allows no more attempts."
+            f"max_task_retries={budget} allows no more attempts."
         )
         oids = [ids.return_id(spec.task_id, i) for i in ts.result_indexes(spec)]
         self._publish([Done(entry_id, spec, error_returns(self.rt.cluster, oids, err))])
@@ -365,9 +410,10 @@ class ActorRunner:
             if isinstance(data, bytes) and data.startswith(b"cancel "):
                 tid = data[7:].decode(errors="replace")
                 self.cancelled.add(tid)
-                task = self.tasks.get(tid)
-                if task is not None and self.loop is not None:
-                    self.loop.call_soon_threadsafe(task.cancel)
+                running = self.tasks.get(tid)
+                if running is not None:
+                    task, loop = running
+                    loop.call_soon_threadsafe(task.cancel)
 
     def _control_readable(self) -> bool:
         """Whether a message may be waiting on the actor's channel: one poll(2)
@@ -403,13 +449,29 @@ class ActorRunner:
         spec = self._decode(entry_id, fields)
         if spec is None:
             return Done(entry_id, None, [])
+        return self._execute_spec(entry_id, spec)
+
+    def _execute_spec(self, entry_id: bytes, spec: ts.TaskSpec) -> Done:
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:
             return self._terminate(entry_id, spec)
         self.poll_cancels()
         if spec.task_id in self.cancelled:
             return Done(entry_id, spec, self._cancelled(spec))
-        return Done(entry_id, spec, self._call(spec, method_name))
+        try:
+            return Done(entry_id, spec, self._call(spec, method_name))
+        except ActorExit:
+            return self._exit(entry_id, spec)
+
+    def _exit(self, entry_id: bytes, spec: ts.TaskSpec) -> Done:
+        """The method called ``exit_actor()``: the actor ends after this call,
+        which, like those queued behind it, raises ActorDiedError (as in Ray)."""
+        self.terminating = True
+        self.exit_reason = f"{spec.function_name} called exit_actor()"
+        err = ActorDiedError(
+            f"The actor {self.spec.function_name} ({self.actor_id}) exited: {self.exit_reason}."
+        )
+        return Done(entry_id, spec, self._all(spec, KIND_ERROR, self.rt.error_frames(err)), True)
 
     def _call(self, spec: ts.TaskSpec, method_name: str) -> list[ReturnValue]:
         rt = self.rt
@@ -433,16 +495,55 @@ class ActorRunner:
                 if isinstance(exc, DependencyFailed):
                     return self._all(spec, KIND_ERROR, exc.frames)
                 raise
-            result = method(*args, **kwargs)
-            if inspect.iscoroutine(result):
-                result = asyncio.run(result)
+            result = self._run_method(spec, method, args, kwargs)
             if spec.num_returns == "streaming":
                 return self._stream(spec, result)
-            return self._encode(spec, self._split(spec, result))
+            return self._results(spec, result)
         except Exception as exc:  # noqa: BLE001 - the call fails, the actor lives on
             return self._failed(spec, exc)
         finally:
             rt.current_task = None
+
+    def _run_method(
+        self, spec: ts.TaskSpec, method: Any, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """Call the method, again while its retry policy allows the exception
+        it raised (Ray's ``retry_exceptions`` for actor methods)."""
+        retried = 0
+        while True:
+            try:
+                result = method(*args, **kwargs)
+                return asyncio.run(result) if inspect.iscoroutine(result) else result
+            except Exception as exc:
+                if not self._may_retry(spec, exc, retried):
+                    raise
+                retried += 1
+
+    async def _run_method_async(
+        self, spec: ts.TaskSpec, method: Any, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        retried = 0
+        while True:
+            try:
+                result = method(*args, **kwargs)
+                return (await result) if inspect.isawaitable(result) else result
+            except Exception as exc:
+                if not self._may_retry(spec, exc, retried):
+                    raise
+                retried += 1
+
+    def _may_retry(self, spec: ts.TaskSpec, exc: BaseException, retried: int) -> bool:
+        if isinstance(exc, AsyncioActorExit):
+            return False  # exit_actor() in an async actor: never retried
+        policy = self.retry_policy(spec)
+        if not policy.allows(exc, retried):
+            return False
+        left = "unlimited" if policy.retries == -1 else str(policy.retries - retried - 1)
+        log.warning(
+            "%s (task %s) raised %s: %s; running it again (%s retries left)",
+            spec.function_name, spec.task_id, type(exc).__name__, exc, left,
+        )  # fmt: skip
+        return True
 
     def _all(self, spec: ts.TaskSpec, kind: bytes, frames: list[Any]) -> list[ReturnValue]:
         """The same record for every result of a call (an error, usually)."""
@@ -489,6 +590,19 @@ class ActorRunner:
             final=False,
             retry=True,
         )
+
+    def _results(self, spec: ts.TaskSpec, result: Any) -> list[ReturnValue]:
+        """The call's results; a generator method with ``num_returns=n``
+        keeps the values it yielded before it raised or ended early, and the
+        rest hold the error (as in Ray)."""
+        n = spec.num_returns
+        if not (isinstance(n, int) and n > 1 and inspect.isgenerator(result)):
+            return self._encode(spec, self._split(spec, result))
+        got = generator_returns(spec, result, n)
+        frames = [self._value_frames(spec, i + 1, v) for i, v in enumerate(got.values)]
+        if got.error is not None:
+            frames += [(KIND_ERROR, self.rt.error_frames(got.error))] * (n - len(frames))
+        return self._returns(spec, frames)
 
     def _split(self, spec: ts.TaskSpec, result: Any) -> list[Any]:
         n = int(spec.num_returns)
@@ -568,8 +682,8 @@ class ActorRunner:
         self.reread = True
         if self.extra.get("is_async"):
             self.serve_async()
-        elif (self.extra.get("max_concurrency") or 1) > 1:
-            self.serve_threaded(int(self.extra["max_concurrency"]))
+        elif (self.extra.get("max_concurrency") or 1) > 1 or self.extra.get("concurrency_groups"):
+            self.serve_threaded()
         else:
             self.serve()
 
@@ -600,87 +714,84 @@ class ActorRunner:
                 continue
             entries = _entries(reply)
 
-    def serve_threaded(self, concurrency: int) -> None:
-        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="redray-actor")
-        slots = threading.Semaphore(concurrency)
+    def _dispatch(self, stop: threading.Event, submit: Any) -> None:
+        """Read calls and hand each to ``submit(entry_id, spec, group)`` (its
+        concurrency group runs it) until the actor stops or terminates.
+
+        At most MAX_IN_FLIGHT calls are read ahead of their results; a group
+        with a backlog that large holds up the others' unread calls."""
+        sizes = cg.group_sizes(self.extra)
+        cls = type(self.instance)
+        in_flight = threading.Semaphore(max(MAX_IN_FLIGHT, 2 * sum(sizes.values())))
+
+        def done(_: Any) -> None:
+            in_flight.release()
+
+        while not self.ex.stopping and not stop.is_set():
+            for entry_id, fields in self._read():
+                spec = self._decode(entry_id, fields)
+                if spec is None:
+                    self._publish([Done(entry_id, None, [])])
+                    continue
+                in_flight.acquire()
+                self.running.add(entry_id)
+                submit(entry_id, spec, cg.group_of(cls, spec, sizes)).add_done_callback(done)
+
+    def serve_threaded(self) -> None:
+        """Calls run at once on each concurrency group's threads."""
+        groups = cg.ThreadGroups(cg.group_sizes(self.extra))
         stop = threading.Event()
 
-        def run_one(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        def run_one(entry_id: bytes, spec: ts.TaskSpec) -> None:
+            if self.terminating:
+                return  # left in the mailbox: finalize() fails it
             try:
-                self._publish(self._execute_all([(entry_id, fields)]))
+                self._publish([self._execute_spec(entry_id, spec)])
             except _Terminate:
                 stop.set()
-            finally:
-                slots.release()
 
         try:
-            while not self.ex.stopping and not stop.is_set():
-                for entry_id, fields in self._read():
-                    slots.acquire()
-                    self.running.add(entry_id)
-                    pool.submit(run_one, entry_id, fields)
+            self._dispatch(stop, lambda e, spec, g: groups.submit(g, run_one, e, spec))
         finally:
-            pool.shutdown(wait=True)
+            groups.shutdown()
         if stop.is_set():
             raise _Terminate
 
-    def serve_async(self) -> None:  # noqa: C901
-        concurrency = int(self.extra.get("max_concurrency") or 1000)
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self.loop = loop
-        stop = asyncio.Event()
-        gate = asyncio.Semaphore(concurrency)
+    def serve_async(self) -> None:
+        """Coroutines run at once on each concurrency group's event loop."""
+        groups = cg.LoopGroups(cg.group_sizes(self.extra))
         io = ThreadPoolExecutor(4, thread_name_prefix="redray-actor-io")
+        stop, ended = threading.Event(), threading.Event()
 
-        async def handle(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-            async with gate:
-                item = await self._execute_async(entry_id, fields, io)
-                if item is None:
-                    self.running.discard(entry_id)
-                    return
-                try:
-                    await loop.run_in_executor(io, self._publish, [item])
-                except _Terminate:
-                    stop.set()
-
-        async def main() -> None:
-            tasks: set[asyncio.Task[None]] = set()
-            while not self.ex.stopping and not stop.is_set():
-                entries = await loop.run_in_executor(io, self._read)
-                for entry_id, fields in entries:
-                    await gate.acquire()
-                    gate.release()
-                    self.running.add(entry_id)
-                    task = loop.create_task(handle(entry_id, fields))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+        async def handle(entry_id: bytes, spec: ts.TaskSpec) -> None:
+            item = await self._execute_async(entry_id, spec, io)
+            if item is None:
+                self.running.discard(entry_id)
+                return
+            try:
+                await asyncio.get_running_loop().run_in_executor(io, self._publish, [item])
+            except _Terminate:
+                stop.set()
 
         def listen() -> None:
             # cancel() of a running coroutine must not wait for the next read
-            while not stop.is_set() and not loop.is_closed():
+            while not ended.is_set():
                 self.poll_cancels(timeout=0.5)
 
         threading.Thread(target=listen, name="redray-actor-cancel", daemon=True).start()
         try:
-            loop.run_until_complete(main())
+            self._dispatch(stop, lambda e, spec, g: groups.submit(g, handle(e, spec)))
         finally:
+            groups.shutdown()
+            ended.set()
             io.shutdown(wait=False)
-            loop.close()
         if stop.is_set():
             raise _Terminate
 
-    async def _execute_async(
-        self, entry_id: bytes, fields: dict[bytes, bytes], io: Any
-    ) -> Done | None:
+    async def _execute_async(self, entry_id: bytes, spec: ts.TaskSpec, io: Any) -> Done | None:
         if self.terminating:
             return None
         loop = asyncio.get_running_loop()
-        spec = self._decode(entry_id, fields)
-        if spec is None:
-            return Done(entry_id, None, [])
         method_name = (spec.extra or {}).get("method", "")
         if method_name == TERMINATE:
             return self._terminate(entry_id, spec)
@@ -697,18 +808,18 @@ class ActorRunner:
             return Done(entry_id, spec, self._failed(spec, exc))
         current = asyncio.current_task()
         if current is not None:
-            self.tasks[spec.task_id] = current
+            self.tasks[spec.task_id] = (current, loop)
         try:
-            result = method(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
+            result = await self._run_method_async(spec, method, args, kwargs)
             if spec.num_returns == "streaming":
                 if inspect.isasyncgen(result):
                     return Done(entry_id, spec, await self._stream_async(spec, result, io))
                 return Done(entry_id, spec, self._stream(spec, result))
-            return Done(entry_id, spec, self._encode(spec, self._split(spec, result)))
+            return Done(entry_id, spec, self._results(spec, result))
         except asyncio.CancelledError:
             return Done(entry_id, spec, self._cancelled(spec))
+        except (AsyncioActorExit, ActorExit):
+            return self._exit(entry_id, spec)
         except Exception as exc:  # noqa: BLE001
             return Done(entry_id, spec, self._failed(spec, exc))
         finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import cloudpickle
 
@@ -175,3 +175,33 @@ def user_traceback() -> str:
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
     text += "".join(traceback.format_exception_only(etype, value))
     return text
+
+
+class GeneratorReturns(NamedTuple):
+    """What a generator task with ``num_returns=n`` (n > 1) returned: the
+    values it yielded, at most n, and the error for the rest when it raised
+    or ended early (None if all n came)."""
+
+    values: list[Any]
+    error: RayTaskError | None
+    #: the exception the generator raised (retry_exceptions looks at it)
+    raised: BaseException | None
+
+
+def generator_returns(spec: ts.TaskSpec, gen: Any, n: int) -> GeneratorReturns:
+    """Run a generator task with ``num_returns=n`` as Ray does: its first n
+    values are the results (more are not asked for); a generator that raises
+    after k values keeps them, and the other n - k results hold the error."""
+    values: list[Any] = []
+    try:
+        for value in gen:
+            values.append(value)
+            if len(values) == n:
+                break
+    except Exception as exc:  # noqa: BLE001 - goes to the results not yet yielded
+        return GeneratorReturns(values, task_error(spec, exc), exc)
+    if len(values) == n:
+        return GeneratorReturns(values, None, None)
+    msg = f"Task returned {len(values)} objects, but num_returns={n}."
+    error = RayTaskError(spec.function_name, msg, ValueError(msg), pid=os.getpid())
+    return GeneratorReturns(values, error, None)

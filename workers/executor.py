@@ -73,6 +73,7 @@ class Executor:
         self.slots = slots
         self.slot = slot
         self.runtime = Runtime(settings, job_id="", worker_id=worker_id, node_id=node_id)
+        self.runtime.submitter.nested = True
         assert self.runtime.inbox is not None
         self.runtime.inbox.on_block = self._on_block
         self.runtime.inbox.on_unblock = self._on_unblock
@@ -514,7 +515,8 @@ class Executor:
                     result = self._drain(spec, result)
                     streamed = len(result)
                 elif inspect.isgenerator(result) and isinstance(spec.num_returns, int):
-                    result = list(result) if spec.num_returns > 1 else result
+                    if spec.num_returns > 1:
+                        result = ex.generator_returns(spec, result, spec.num_returns)
             finally:
                 self.in_user_code = False
         except KeyboardInterrupt:
@@ -522,6 +524,8 @@ class Executor:
             return fail(runtime.error_frames(TaskCancelledError(spec.task_id)))
         except ex.StreamFailed as stream_error:
             # the values before the error were published; the error is the next item
+            if spec.num_returns == "dynamic":
+                return self._dynamic_end(spec, stream_error.count, stream_error.error)
             return self._stream_end(spec, stream_error.count, stream_error.error)
         except Exception as exc:  # noqa: BLE001 - becomes the task's error
             if runtime.cancel_requested:
@@ -536,13 +540,12 @@ class Executor:
         if spec.num_returns == "streaming":
             return self._stream_end(spec, streamed, None)
         if spec.num_returns == "dynamic":
-            refs: list[ObjectRef[Any]] = [
-                ObjectRef(ids.return_id(spec.task_id, i + 2), None) for i in range(streamed)
-            ]
-            return self._values(spec, [1], [DynamicObjectRefGenerator(refs)])
+            return self._dynamic_end(spec, streamed, None)
         n = int(spec.num_returns)
         if n == 0:
             return []
+        if isinstance(result, ex.GeneratorReturns):
+            return self._generator_results(spec, indexes, result)
         values = [result]
         if n > 1:
             try:
@@ -557,6 +560,21 @@ class Executor:
                 err = RayTaskError(spec.function_name, msg, ValueError(msg), pid=os.getpid())
                 return fail(runtime.error_frames(err))
         return self._values(spec, indexes, values)
+
+    def _generator_results(
+        self, spec: ts.TaskSpec, indexes: list[int], got: ex.GeneratorReturns
+    ) -> Any:
+        """The values a ``num_returns=n`` generator yielded, then its error in
+        the results it did not reach (or a retry, if retry_exceptions allows)."""
+        if got.error is None:
+            return self._values(spec, indexes, got.values)
+        error = self.runtime.error_frames(got.error)
+        if got.raised is not None and self._should_retry(spec, got.raised):
+            return _Retry([(i, KIND_ERROR, error) for i in indexes])
+        k = len(got.values)
+        return self._values(spec, indexes[:k], got.values) + [
+            (i, KIND_ERROR, error) for i in indexes[k:]
+        ]
 
     def _values(self, spec: ts.TaskSpec, indexes: list[int], values: list[Any]) -> list[Any]:
         return [
@@ -578,7 +596,7 @@ class Executor:
             except StopIteration:
                 return published
             except Exception as exc:  # noqa: BLE001 - delivered in order, after the values
-                if spec.num_returns == "dynamic":
+                if spec.num_returns == "dynamic" and self._should_retry(spec, exc):
                     raise
                 raise ex.StreamFailed(len(published), ex.task_error(spec, exc)) from None
             index = first + len(published)
@@ -598,6 +616,18 @@ class Executor:
             final=False,
             retry=True,
         )
+
+    def _dynamic_end(self, spec: ts.TaskSpec, count: int, error: RayTaskError | None) -> list[Any]:
+        """``num_returns="dynamic"``: the task's one result is the generator of
+        its values' refs (values at indexes 2..); an error the generator
+        raised is the last of them, as in Ray."""
+        if error is not None:
+            self.publish_item(spec, count + 2, KIND_ERROR, self.runtime.error_frames(error))
+            count += 1
+        refs: list[ObjectRef[Any]] = [
+            ObjectRef(ids.return_id(spec.task_id, i + 2), None) for i in range(count)
+        ]
+        return self._values(spec, [1], [DynamicObjectRefGenerator(refs)])
 
     def _stream_end(self, spec: ts.TaskSpec, count: int, error: RayTaskError | None) -> list[Any]:
         if error is not None:
