@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
-from . import control, ids, job_config, session
+from . import control, ids, ignored_options, job_config, session
 from . import task_spec as ts
 from .constants import RESOURCE_UNIT
 from .exceptions import ActorAlreadyExistsError, AsyncioActorExit, PendingCallsLimitExceeded
@@ -116,6 +116,11 @@ def validate_actor_options(options: Mapping[str, Any], where: str) -> dict[str, 
                 f"concurrency (integers >= 1), got {groups!r}."
             )
         opts["concurrency_groups"] = dict(groups)
+    env = opts.get("runtime_env")
+    if env is not None and not isinstance(env, Mapping):
+        raise ValueError(f"runtime_env for {where} must be a dict, got {env!r}.")
+    ignored_options.warn_options(opts, ignored_options.ACTOR, "actor")
+    ignored_options.warn_runtime_env(env, "an actor's runtime_env")
     return opts
 
 
@@ -174,6 +179,7 @@ def retry_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
         out["max_task_retries"] = value
     if options.get("retry_exceptions") is not None:
         out["retry_exceptions"] = check_retry_exceptions(options["retry_exceptions"], where)
+    ignored_options.warn_options(options, ignored_options.METHOD, "actor method")
     return out
 
 
@@ -372,6 +378,7 @@ class ActorClass(Generic[T]):
                 "max_task_retries": opts.get("max_task_retries") or 0,
                 "runtime_env": job_config.runtime_env_for(opts.get("runtime_env")),
                 "is_async": self._is_async,
+                **job_config.spec_extra(),
             },
         )
         runtime.submit(tid, shape, ts.seal(runtime.signer, spec), deps, holds, [])

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -27,12 +26,8 @@ from .connections import connection_error
 from .constants import ADDRESS_FILE_NAME, SECRET_FILE_NAME, Keys
 from .context import ClusterContext, RuntimeContext
 from .generator import ObjectRefGenerator
-from .job_config import (
-    SUPPORTED_RUNTIME_ENV_FIELDS,
-    JobConfig,
-    set_job_defaults,
-    validate_runtime_env,
-)
+from .ignored_options import is_silent, warn_once, warn_runtime_env
+from .job_config import JobConfig, set_job_defaults, validate_runtime_env
 from .node_launch import NodeStartError, spawn_node, wait_node_ready
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
@@ -102,24 +97,6 @@ _IGNORED_INIT_OPTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
     "_skip_env_hook": ((False, True), ""),
 }
 
-#: what was warned about in this process (each ignored option warns once)
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key in _warned:
-        return
-    _warned.add(key)
-    # stacklevel 4: past this helper, its caller in init() and init() itself
-    warnings.warn(message, UserWarning, stacklevel=4)
-
-
-def _is_silent(value: Any, silent: tuple[Any, ...]) -> bool:
-    try:
-        return any(value is v or (type(value) is type(v) and value == v) for v in silent)
-    except Exception:  # noqa: BLE001 - a value that cannot be compared was given
-        return False
-
 
 def _warn_ignored(
     kwargs: dict[str, Any], job_config: JobConfig, runtime_env: dict[str, Any], env_from: str
@@ -127,17 +104,12 @@ def _warn_ignored(
     """Warn once per process for each option given that redray cannot honour."""
     for name, value in kwargs.items():
         silent, why = _IGNORED_INIT_OPTIONS[name]
-        if not _is_silent(value, silent):
+        if not is_silent(value, silent):
             # the value is not shown: it may be a password (_redis_password)
-            _warn_once(name, f"redray ignores init({name}=...): {why}.")
+            warn_once(name, f"redray ignores init({name}=...): {why}.")
     for name, why in job_config._unsupported():
-        _warn_once(f"job_config.{name}", f"redray ignores JobConfig {name}: {why}.")
-    for field_name in sorted(set(runtime_env) - SUPPORTED_RUNTIME_ENV_FIELDS):
-        _warn_once(
-            f"runtime_env.{field_name}",
-            f"redray ignores the {field_name!r} field of {env_from}: it applies only "
-            "'env_vars' (installs nothing, ships no files).",
-        )
+        warn_once(f"job_config.{name}", f"redray ignores JobConfig {name}: {why}.")
+    warn_runtime_env(runtime_env, env_from)
 
 
 class _Global:

@@ -16,10 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: the ``runtime_env`` fields redray applies; the others (``pip``,
-#: ``working_dir``, ...) are accepted and ignored, with a warning
-SUPPORTED_RUNTIME_ENV_FIELDS = frozenset({"env_vars"})
-
 _LIFETIMES = ("detached", "non_detached")
 
 
@@ -199,6 +195,23 @@ def set_job_defaults(
     """Called by ``init`` (and by ``shutdown``, with Nones)."""
     _job.runtime_env = dict(runtime_env) if runtime_env else None
     _job.default_actor_lifetime = default_actor_lifetime
+
+
+def inherit_from(extra: Mapping[str, Any] | None) -> None:
+    """Called where a task or actor runs, with its spec's ``extra``: the tasks
+    and actors it submits inherit its runtime_env (merged under their own)
+    and its job's default actor lifetime, as in Ray. A worker process calls
+    ``set_job_defaults(None, None)`` when the task ends."""
+    extra = extra or {}
+    set_job_defaults(extra.get("runtime_env"), extra.get("job_actor_lifetime"))
+
+
+def spec_extra() -> dict[str, Any]:
+    """What a spec's ``extra`` carries so that the task's own submissions
+    inherit the job's defaults (nothing when they are Ray's defaults)."""
+    if _job.default_actor_lifetime == "detached":
+        return {"job_actor_lifetime": "detached"}
+    return {}
 
 
 def runtime_env_for(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:

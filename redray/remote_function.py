@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-from . import ids, job_config, session
+from . import ids, ignored_options, job_config, session
 from . import task_spec as ts
 from .constants import INLINE_LIMIT
 from .generator import check_num_returns, owned_returns, result_of_call
@@ -71,6 +71,8 @@ def validate_task_options(options: Mapping[str, Any], where: str) -> dict[str, A
     env = opts.get("runtime_env")
     if env is not None and not isinstance(env, dict):
         raise ValueError(f"runtime_env for {where} must be a dict, got {env!r}.")
+    ignored_options.warn_options(opts, ignored_options.TASK, "task")
+    ignored_options.warn_runtime_env(env, "a task's runtime_env")
     return opts
 
 
@@ -164,8 +166,9 @@ class RemoteFunction(Generic[R]):
         returns = owned_returns(tid, num_returns)
         extra = None
         env = job_config.runtime_env_for(opts.get("runtime_env"))
-        if env or opts.get("name"):
-            extra = {"runtime_env": env, "name": opts.get("name")}
+        inherited = job_config.spec_extra()
+        if env or opts.get("name") or inherited:
+            extra = {"runtime_env": env, "name": opts.get("name"), **inherited}
         retry = opts.get("retry_exceptions", False)
         spec = ts.TaskSpec(
             task_id=tid,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import redray
-from redray import api
+from redray import ignored_options
 from redray.job_config import JobConfig
 from redray.settings import Settings
 
@@ -20,7 +20,7 @@ from redray.settings import Settings
 @pytest.fixture(autouse=True)
 def _fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # init() warns once per process: each test starts as a fresh process would
-    monkeypatch.setattr(api, "_warned", set())
+    monkeypatch.setattr(ignored_options, "_warned", set())
     yield
 
 
@@ -155,6 +155,53 @@ def test_default_actor_lifetime_applies_to_actors_that_give_no_lifetime(
         assert detached[default._actor_id] and not detached[own._actor_id]
     finally:
         redray.kill(default)
+
+
+@redray.remote
+def env_of_child(*names: str) -> list[str | None]:
+    return redray.get(env.remote(*names), timeout=30)
+
+
+@redray.remote
+def env_of_merged_child(*names: str) -> list[str | None]:
+    child = env.options(runtime_env={"env_vars": {"JOB_B": "child"}})
+    return redray.get(child.remote(*names), timeout=30)
+
+
+@redray.remote
+def start_named_actor(name: str) -> str:
+    actor = EnvReader.options(name=name).remote()
+    redray.get(actor.env.remote(), timeout=30)
+    return actor._actor_id
+
+
+def test_a_task_started_by_a_task_inherits_the_jobs_runtime_env(
+    cluster_node: Any, settings: Settings
+) -> None:
+    redray.init(address=settings.to_url(), runtime_env={"env_vars": {"JOB_A": "job"}})
+    assert redray.get(env_of_child.remote("JOB_A"), timeout=30) == ["job"]
+
+
+def test_a_task_started_by_a_task_inherits_its_parents_runtime_env_under_its_own(
+    cluster_node: Any, settings: Settings
+) -> None:
+    # as measured on Ray 2.60: the parent's env_vars reach the child, whose own win key by key
+    redray.init(address=settings.to_url(), runtime_env={"env_vars": {"JOB_A": "job"}})
+    parent = env_of_merged_child.options(runtime_env={"env_vars": {"JOB_A": "p", "JOB_B": "p"}})
+    assert redray.get(parent.remote("JOB_A", "JOB_B"), timeout=30) == ["p", "child"]
+
+
+def test_an_actor_started_by_a_task_gets_the_jobs_default_lifetime(
+    cluster_node: Any, settings: Settings
+) -> None:
+    config = JobConfig(default_actor_lifetime="detached")
+    redray.init(address=settings.to_url(), job_config=config)
+    actor_id = redray.get(start_named_actor.remote("nested_kept"), timeout=60)
+    try:
+        detached = {a["actor_id"]: a["is_detached"] for a in redray.util.state.list_actors()}
+        assert detached[actor_id] is True
+    finally:
+        redray.kill(redray.get_actor("nested_kept"))
 
 
 def test_job_config_option_redray_cannot_honour_warns_naming_it(

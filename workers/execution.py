@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Protocol
 
 import cloudpickle
 
-from redray import dead_letters
+from redray import dead_letters, job_config
 from redray import task_spec as ts
 from redray.exceptions import RaySystemError, RayTaskError
 from redray.runtime import Runtime
@@ -135,10 +135,12 @@ def apply_env(
     changes.update({str(k): str(v) for k, v in env.items()})
     saved = {k: os.environ.get(k) for k in changes}
     os.environ.update(changes)
+    job_config.inherit_from(extra)
     return saved
 
 
 def restore_env(saved: dict[str, str | None]) -> None:
+    job_config.set_job_defaults(None, None)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
