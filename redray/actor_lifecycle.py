@@ -113,7 +113,9 @@ def end_actor(cluster: Cluster, actor_id: str, why: str) -> None:
     info = actor_info(cluster, actor_id)
     if not info:
         return
-    error = ActorDiedError(f"The actor {info.get('class_name')} ({actor_id}) {why}.")
+    error = ActorDiedError(
+        f"The actor {info.get('class_name')} ({actor_id}) {why}.", actor_id=actor_id
+    )
     state, node, worker = cluster.scripts.actor_dead(
         actor_id=actor_id,
         job_id=info.get("job", ""),
@@ -138,7 +140,8 @@ def finish_unplaced(cluster: Cluster, actor_id: str) -> None:
         cluster,
         actor_id,
         ActorDiedError(
-            f"The actor {info.get('class_name')} ({actor_id}) was killed before it started."
+            f"The actor {info.get('class_name')} ({actor_id}) was killed before it started.",
+            actor_id=actor_id,
         ),
     )
 
@@ -160,7 +163,7 @@ def process_exited(
     info = actor_info(cluster, actor_id)
     cls = info.get("class_name", "?")
     if not info or info.get("state") == "DEAD":
-        err = ActorDiedError(f"The actor {cls} ({actor_id}) is dead.")
+        err = ActorDiedError(f"The actor {cls} ({actor_id}) is dead.", actor_id=actor_id)
         finalize(cluster, actor_id, err, node_id=node_id, task_id=task_id, worker_id=worker_id)
         return
     task_id = info.get("task", "") or task_id
@@ -183,7 +186,8 @@ def process_exited(
         actor_id,
         death(
             f"The actor {cls} ({actor_id}) died unexpectedly ({how}) and has no restarts left "
-            f"(max_restarts={max_restarts})."
+            f"(max_restarts={max_restarts}).",
+            actor_id=actor_id,
         ),
         node_id=node_id,
         task_id=task_id,

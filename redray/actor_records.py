@@ -46,7 +46,9 @@ def fail_call(
     except ValueError:  # a forged or unreadable death record: say so, in one we trust
         kind = b""
     if kind != KIND_ERROR:
-        err = ActorDiedError(f"The actor for {spec.function_name} ({actor_id}) is dead.")
+        err = ActorDiedError(
+            f"The actor for {spec.function_name} ({actor_id}) is dead.", actor_id=actor_id
+        )
         kind, frames = KIND_ERROR, error_frames(err)
     returns = []
     for i in ts.result_indexes(spec):

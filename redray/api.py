@@ -607,7 +607,12 @@ def _wait_with_generators(
         runtime.wait_ready(list(dict.fromkeys(watch)), 1, left)
 
 
-def cancel(object_ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
+def cancel(
+    object_ref: ObjectRef[Any] | ObjectRefGenerator,
+    *,
+    force: bool = False,
+    recursive: bool = True,
+) -> None:
     """Cancel the task that produces ``object_ref``; ``get`` then raises TaskCancelledError.
 
     A task that has not started is removed and never runs. A running task gets
@@ -616,7 +621,13 @@ def cancel(object_ref: ObjectRef[Any], *, force: bool = False, recursive: bool =
     cancelled too. Cancelled tasks are not retried; cancelling a finished task
     does nothing. A pending actor call is dropped, a running async one is
     cancelled through asyncio; ``force=True`` on an actor call is ValueError.
+    An ``ObjectRefGenerator`` cancels its generator task: the refs it
+    yielded keep their values, and the next ``next()`` raises
+    TaskCancelledError.
     """
+    if isinstance(object_ref, ObjectRefGenerator):
+        # every object id of a task names it: the generator's end marker does
+        object_ref = object_ref._end
     _check_refs(object_ref, "cancel()")
     current_runtime().cancel(object_ref._id, force=force, recursive=recursive)
 

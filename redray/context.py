@@ -25,6 +25,8 @@ class TaskContext:
     resources: dict[str, float] = field(default_factory=dict)
     gpu_ids: list[str] = field(default_factory=list)
     function_name: str = ""
+    #: the ``name`` option it was given, if any
+    name: str = ""
 
 
 @dataclass
@@ -114,6 +116,20 @@ class RuntimeContext:
         return TaskID.from_hex(task_id) if task_id else None
 
     def get_task_name(self) -> str | None:
+        """The current task's name: its ``name`` option, else the function's
+        name (``f``), or ``Class.method`` for an actor call; None in a driver."""
+        task = self._task
+        if task is None:
+            return None
+        if task.name:
+            return task.name
+        parts = task.function_name.split(".")
+        # an actor call's function_name is already "Class.method"
+        return ".".join(parts[-2:]) if self._actor is not None else parts[-1]
+
+    def get_task_function_name(self) -> str | None:
+        """The current task's function with its module (``module.f``,
+        ``Class.method`` for an actor call); None in a driver."""
         task = self._task
         return task.function_name if task else None
 

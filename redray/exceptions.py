@@ -155,6 +155,10 @@ class TaskCancelledError(RayError):
         self.task_id = task_id
         super().__init__(message or f"Task {task_id} was cancelled.")
 
+    def __reduce__(self) -> Any:
+        # the default would pass the message as task_id
+        return (type(self), (self.task_id, str(self)))
+
 
 class WorkerCrashedError(RayError):
     """The process running the task died before the task finished."""
@@ -170,6 +174,10 @@ class ObjectLostError(RayError):
             or f"Object {object_id} is lost: its value was freed or the job that owned it ended."
         )
 
+    def __reduce__(self) -> Any:
+        # the default would pass the message as object_id
+        return (type(self), (self.object_id, str(self)))
+
 
 class ObjectFetchTimedOutError(ObjectLostError):
     """Fetching an object's value took longer than allowed."""
@@ -184,18 +192,34 @@ class OutOfMemoryError(RayError):
 
 
 class RayActorError(RayError):
-    """An actor is dead or could not be created, so its method call failed."""
+    """An actor is dead or could not be created, so its method call failed.
+
+    ``actor_id`` is the actor's id (hex) when known; ``error_msg`` the message;
+    ``actor_init_failed`` whether its ``__init__`` raised (``cause``), as in Ray.
+    """
 
     def __init__(
-        self, message: str = "The actor died unexpectedly.", cause: BaseException | None = None
+        self,
+        message: str = "The actor died unexpectedly.",
+        cause: BaseException | None = None,
+        actor_id: str | None = None,
     ) -> None:
         self.message = message
         #: the error that killed the actor (e.g. raised by its __init__), if known
         self.cause = cause
+        self.actor_id = actor_id
         super().__init__(message)
 
+    @property
+    def error_msg(self) -> str:
+        return self.message
+
+    @property
+    def actor_init_failed(self) -> bool:
+        return self.cause is not None
+
     def __reduce__(self) -> Any:
-        return (type(self), (self.message, self.cause))
+        return (type(self), (self.message, self.cause, self.actor_id))
 
 
 class ActorDiedError(RayActorError):
@@ -243,33 +267,33 @@ class JobReapedError(RaySystemError):
 # in ``except`` clauses, keeps working.
 
 
-class ActorAlreadyExistsError(ValueError, RayError):
+class _MessageError(RayError):
+    """An error made of Ray's ``error_message`` (kept as an attribute), shown
+    through the subclass's ``_template``."""
+
+    _template = "{}"
+
+    def __init__(self, error_message: str) -> None:
+        super().__init__(error_message)
+        self.error_message = error_message
+
+    def __str__(self) -> str:
+        return self._template.format(self.error_message)
+
+
+class ActorAlreadyExistsError(_MessageError, ValueError):
     """A new actor was given a name another live actor in that namespace has.
 
     A ``ValueError`` too, as in Ray: ``Cls.options(name=...).remote()``
     raises it when the name is taken (and ``get_if_exists`` is not set).
     """
 
-    def __init__(self, error_message: str) -> None:
-        super().__init__(error_message)
-        self.error_message = error_message
 
-    def __str__(self) -> str:
-        return self.error_message
-
-
-class ActorHandleNotFoundError(ValueError, RayError):
+class ActorHandleNotFoundError(_MessageError, ValueError):
     """Ray: ``kill`` of a handle from an earlier session. A ``ValueError`` too.
 
     Defined for compatibility: redray's ``kill`` of an unknown actor does nothing.
     """
-
-    def __init__(self, error_message: str) -> None:
-        super().__init__(error_message)
-        self.error_message = error_message
-
-    def __str__(self) -> str:
-        return self.error_message
 
 
 class ActorPlacementGroupRemoved(RayError):
@@ -288,41 +312,27 @@ class TaskPlacementGroupRemoved(RayError):
         return "The placement group corresponding to this task has been removed."
 
 
-class ActorUnschedulableError(RayError):
+# Never raised by redray: work no node can fit stays pending (with a warning)
+# until a node that fits joins, and scheduling strategies are ignored.
+
+
+class ActorUnschedulableError(_MessageError):
     """Ray: the actor can never be placed (e.g. its node-affinity node is dead).
+    Defined for compatibility."""
 
-    Never raised by redray: an actor no node can fit stays pending (with a
-    warning) until a node that fits joins, and scheduling strategies are
-    ignored. Defined for compatibility.
-    """
-
-    def __init__(self, error_message: str) -> None:
-        super().__init__(error_message)
-        self.error_message = error_message
-
-    def __str__(self) -> str:
-        return f"The actor is not schedulable: {self.error_message}"
+    _template = "The actor is not schedulable: {}"
 
 
-class TaskUnschedulableError(RayError):
+class TaskUnschedulableError(_MessageError):
     """Ray: the task can never be placed (e.g. its node-affinity node is dead).
+    Defined for compatibility."""
 
-    Never raised by redray: a task no node can fit stays pending (with a
-    warning) until a node that fits joins, and scheduling strategies are
-    ignored. Defined for compatibility.
-    """
-
-    def __init__(self, error_message: str) -> None:
-        super().__init__(error_message)
-        self.error_message = error_message
-
-    def __str__(self) -> str:
-        return f"The task is not schedulable: {self.error_message}"
+    _template = "The task is not schedulable: {}"
 
 
 class AsyncioActorExit(RayError):
-    """Ray: how ``exit_actor()`` leaves an asyncio actor (raised inside the
-    actor to end it). Defined for compatibility."""
+    """How ``exit_actor()`` leaves an asyncio actor: raised inside the actor's
+    method, it ends the actor after that call (as in Ray)."""
 
 
 class AuthenticationError(RayError):

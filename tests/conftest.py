@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -61,6 +62,22 @@ def wait_for(predicate: Any, timeout: float = 20, what: str = "condition") -> No
     while not predicate():
         assert time.monotonic() < deadline, f"{what} not reached in time"
         time.sleep(0.05)
+
+
+class Exploit:
+    """Unpickling this creates ``path``: the side effect of code run by pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (open, (self.path, "w"))
+
+
+def malicious_pickle(path: Any) -> bytes:
+    """A pickle that, if anything unpickles it, creates the file ``path``:
+    attacks write it into Redis and assert the file never appears."""
+    return pickle.dumps(Exploit(str(path)))
 
 
 def worker_env() -> dict[str, str]:

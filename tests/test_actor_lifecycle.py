@@ -308,6 +308,16 @@ def test_kill_makes_later_calls_raise_actor_died_error(cluster):
     assert isinstance(info.value, RayActorError)
 
 
+def test_actor_died_error_names_the_actor_by_rays_actor_id(cluster):
+    counter = Counter.remote()
+    redray.get(counter.increment.remote())
+    redray.kill(counter)
+    with pytest.raises(ActorDiedError) as info:
+        redray.get(counter.get.remote(), timeout=20)
+    assert info.value.actor_id == counter._actor_id
+    assert counter._actor_id in info.value.error_msg
+
+
 def test_kill_ends_the_actor_process(cluster):
     counter = Counter.remote()
     pid = redray.get(counter.pid.remote())

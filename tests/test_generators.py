@@ -64,6 +64,18 @@ def test_each_value_is_available_before_the_generator_ends(cluster):
     assert ready == []
 
 
+def test_cancel_of_a_generator_ends_it_with_task_cancelled_error(cluster):
+    # as measured on Ray 2.60: the yielded refs keep their values, next() raises
+    gen = count_slowly.remote(100, 0.2)
+    first = next(gen)
+    assert redray.get(first, timeout=30) == 0
+    redray.cancel(gen)
+    with pytest.raises(redray.exceptions.TaskCancelledError):
+        for ref in gen:
+            redray.get(ref, timeout=30)
+    assert redray.get(first, timeout=30) == 0
+
+
 def test_exception_arrives_after_the_values_before_it(cluster):
     seen = []
     for ref in fail_after.remote(2):

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import wait_for
+from conftest import malicious_pickle, wait_for
 
 import redray
 import redray.util.queue as rq
@@ -18,16 +18,6 @@ from redray.exceptions import ActorDiedError, RaySystemError
 from redray.util.queue import Empty, Full, Queue
 
 SECRET = "queue-secret-for-tests"
-
-
-class Exploit:
-    """Unpickling this creates ``path``: the side effect of code run by pickle."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 @pytest.fixture
@@ -255,7 +245,7 @@ def test_get_async_never_unpickles_a_forged_item(signed, settings, redis_client,
     marker = tmp_path / "pwned"
     keys = Keys(settings.prefix)
     q = Queue()
-    redis_client.rpush(keys.queue(q.queue_id), pickle.dumps(Exploit(str(marker))))
+    redis_client.rpush(keys.queue(q.queue_id), malicious_pickle(marker))
     with pytest.raises(RaySystemError, match="signature check"):
         asyncio.run(q.get_async(timeout=10))
     assert not marker.exists()

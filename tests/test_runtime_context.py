@@ -35,6 +35,36 @@ class Introspect:
     def context_dict(self) -> dict[str, object]:
         return redray.get_runtime_context().get()
 
+    def task_name(self) -> str | None:
+        return redray.get_runtime_context().get_task_name()
+
+
+@redray.remote
+def task_names() -> tuple[str | None, str | None]:
+    context = redray.get_runtime_context()
+    return context.get_task_name(), context.get_task_function_name()
+
+
+# -- task names, as measured on Ray 2.60 ------------------------------------------------------
+
+
+def test_get_task_name_in_a_task_is_the_functions_name(cluster) -> None:
+    assert redray.get(task_names.remote(), timeout=30) == ("task_names", f"{__name__}.task_names")
+
+
+def test_get_task_name_in_a_task_is_its_name_option_when_given(cluster) -> None:
+    named = task_names.options(name="custom").remote()
+    assert redray.get(named, timeout=30)[0] == "custom"
+
+
+def test_get_task_name_in_an_actor_call_is_class_dot_method(cluster) -> None:
+    actor = Introspect.remote()
+    assert redray.get(actor.task_name.remote(), timeout=30) == "Introspect.task_name"
+
+
+def test_get_task_name_in_a_driver_is_none(cluster) -> None:
+    assert redray.get_runtime_context().get_task_name() is None
+
 
 # -- the deprecated properties ---------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pickle
 import time
 
 import pytest
-from conftest import wait_for
+from conftest import malicious_pickle, wait_for
 
 import redray
 from redray import ids
@@ -22,22 +22,8 @@ from redray.util.queue import Queue
 SECRET = "cluster-secret-for-tests"
 
 
-class Exploit:
-    """Unpickling this creates ``path``: the side effect of code run by pickle."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def malicious(path) -> bytes:
-    return pickle.dumps(Exploit(str(path)))
-
-
 def malicious_record(path) -> bytes:
-    return KIND_VALUE + pack([malicious(path)])
+    return KIND_VALUE + pack([malicious_pickle(path)])
 
 
 # -- the envelope (no server) ----------------------------------------------------------
@@ -164,7 +150,7 @@ def test_a_function_blob_rewritten_in_redis_is_never_unpickled(
 
     runtime = redray.api.current_runtime()
     key, _ = runtime.function_key(victim._function, victim._name)
-    redis_client.set(key, malicious(marker))
+    redis_client.set(key, malicious_pickle(marker))
     with pytest.raises(redray.exceptions.RayError, match="signature check"):
         redray.get(victim.remote(), timeout=30)
     assert not marker.exists()
@@ -182,7 +168,7 @@ def test_a_queued_spec_rewritten_in_redis_is_never_unpickled_and_its_owner_is_to
     keys = Keys(settings.prefix)
     tid = ids.task_of(ref.hex())
     wait_for(lambda: redis_client.hexists(keys.task_spec, tid), what="the task queued")
-    redis_client.hset(keys.task_spec, tid, malicious(marker))
+    redis_client.hset(keys.task_spec, tid, malicious_pickle(marker))
     late = node_factory(num_cpus=1, resources={"later": 1}, config={"secret": SECRET})
     with pytest.raises(redray.exceptions.RaySystemError, match="signature check"):
         redray.get(ref, timeout=30)
@@ -249,7 +235,7 @@ def test_a_forged_actor_call_is_never_unpickled(signed, settings, redis_client, 
     counter = Counter.remote()
     assert redray.get(counter.incr.remote()) == 1
     mailbox = Keys(settings.prefix).mailbox(counter._actor_id)
-    redis_client.xadd(mailbox, {"s": malicious(marker)})
+    redis_client.xadd(mailbox, {"s": malicious_pickle(marker)})
     assert redray.get(counter.incr.remote(), timeout=30) == 2  # the actor carries on
     assert not marker.exists()
     wait_for(
@@ -262,7 +248,7 @@ def test_a_forged_queue_item_is_never_unpickled(signed, settings, redis_client, 
     marker = tmp_path / "pwned"
     queue = Queue()
     queue.put("honest")
-    redis_client.rpush(Keys(settings.prefix).queue(queue.queue_id), malicious(marker))
+    redis_client.rpush(Keys(settings.prefix).queue(queue.queue_id), malicious_pickle(marker))
     assert queue.get(timeout=5) == "honest"
     with pytest.raises(redray.exceptions.RaySystemError, match="signature check"):
         queue.get(timeout=5)

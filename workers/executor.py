@@ -321,6 +321,7 @@ class Executor:
             resources={k: from_units(v) for k, v in units.items()},
             gpu_ids=list(gpus),
             function_name=spec.function_name,
+            name=str((spec.extra or {}).get("name") or ""),
         )
         outcome = self.execute(spec, gpus)
         if isinstance(outcome, _Retry):
