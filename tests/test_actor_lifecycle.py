@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import psutil
 import pytest
@@ -299,23 +300,26 @@ def test_kill_then_exit_gives_back_the_actor_cpu(shared_node):
 # -- kill -------------------------------------------------------------------------------------
 
 
-def test_kill_makes_later_calls_raise_actor_died_error(cluster):
+def _call_after_kill() -> tuple[Any, BaseException]:
+    """A counter that was killed, and the error of a call made after that."""
     counter = Counter.remote()
     redray.get(counter.increment.remote())
     redray.kill(counter)
     with pytest.raises(ActorDiedError) as info:
         redray.get(counter.get.remote(), timeout=20)
-    assert isinstance(info.value, RayActorError)
+    return counter, info.value
+
+
+def test_kill_makes_later_calls_raise_actor_died_error(cluster):
+    _, error = _call_after_kill()
+    assert isinstance(error, RayActorError)
 
 
 def test_actor_died_error_names_the_actor_by_rays_actor_id(cluster):
-    counter = Counter.remote()
-    redray.get(counter.increment.remote())
-    redray.kill(counter)
-    with pytest.raises(ActorDiedError) as info:
-        redray.get(counter.get.remote(), timeout=20)
-    assert info.value.actor_id == counter._actor_id
-    assert counter._actor_id in info.value.error_msg
+    counter, error = _call_after_kill()
+    assert isinstance(error, RayActorError)
+    assert error.actor_id == counter._actor_id
+    assert counter._actor_id in error.error_msg
 
 
 def test_kill_ends_the_actor_process(cluster):
