@@ -39,6 +39,8 @@ from .settings import Settings
 
 R = TypeVar("R")
 
+log = logging.getLogger(__name__)
+
 _NO_DASHBOARD = "redray has no dashboard"
 _NO_LOGGING = (
     "redray does not configure logging: set levels and formats with the logging "
@@ -164,12 +166,49 @@ def resolve_secret(address: str | None, explicit: str | None = None) -> str | No
     return None
 
 
+def _running_head() -> str | None:
+    """The address ``redray start --head`` left on this machine, if its
+    server answers; None when there is none (a stale file is said once)."""
+    path = address_file()
+    try:
+        address = path.read_text().strip()
+    except OSError:
+        return None
+    if not address:
+        return None
+    try:
+        settings = Settings.from_url(address, connect_timeout=1.0)
+        client = connections.client(settings.replace(outage_budget=0.0))
+    except ValueError:
+        return None
+    try:
+        client.ping()
+    except (redis.RedisError, OSError):
+        log.warning(
+            "%s names a redray cluster that does not answer (its head stopped without "
+            "`redray stop`?): starting a new local cluster instead.",
+            path,
+        )
+        return None
+    finally:
+        client.close()
+    log.info("Connecting to the existing redray cluster at %s.", settings.display)
+    return address
+
+
 def _resolve_address(address: str | None) -> str | None:
+    """Where ``init(address)`` connects; None: start a private cluster.
+
+    As Ray: ``REDRAY_ADDRESS`` first, then, for no address, the cluster
+    ``redray start --head`` runs on this machine; ``"local"`` always starts
+    a private one; ``"auto"`` must find a running cluster.
+    """
     if address in (None, "", "local"):
         if address is None:
             env = os.environ.get("REDRAY_ADDRESS")
             if env:
                 return env if env != "auto" else _resolve_address("auto")
+            return _running_head()
         return None
     if address == "auto":
         env = os.environ.get("REDRAY_ADDRESS")
@@ -206,10 +245,12 @@ def init(
 ) -> ClusterContext:
     """Connect to a cluster, or start a private one on this machine.
 
-    With no ``address`` (and no ``REDRAY_ADDRESS``), starts a Redis-compatible
-    server on a free loopback port and a worker node with ``num_cpus``,
-    ``num_gpus`` and ``resources``. ``address="auto"`` finds the cluster that
-    ``redray start`` started; ``address="redis://host:port/db"`` connects to it.
+    With no ``address`` (and no ``REDRAY_ADDRESS``), joins the cluster
+    ``redray start --head`` runs on this machine, as Ray does; when none runs
+    (or with ``address="local"``), starts a Redis-compatible server on a free
+    loopback port and a worker node with ``num_cpus``, ``num_gpus`` and
+    ``resources``. ``address="auto"`` must find a running cluster;
+    ``address="redis://host:port/db"`` connects to that one.
 
     ``namespace``: the job's namespace (by default ``job_config``'s
     ``ray_namespace``, else a fresh one). ``runtime_env``: the job's default

@@ -13,9 +13,7 @@ import os
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import psutil
 import pytest
 import redis
 from click.testing import CliRunner
-from conftest import start_node, worker_env
+from conftest import gone, run_cli, server_args, start_node, wait_gone
 
 import redray
 from redray import api
@@ -37,61 +35,6 @@ from redray.settings import Settings
 @redray.remote
 def double(x: int) -> int:
     return 2 * x
-
-
-def gone(proc: psutil.Process) -> bool:
-    """True once ``proc`` exited (a zombie nobody reaps counts as exited)."""
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_gone(procs: list[psutil.Process], timeout: float = 10.0) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    left = [p for p in procs if not gone(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = [p for p in left if not gone(p)]
-    return left
-
-
-def run_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """``python -m redray.cli.main ARGS`` in a real process (TMPDIR from os.environ)."""
-    return subprocess.run(
-        [sys.executable, "-m", "redray.cli.main", *args],
-        env=worker_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def server_args() -> list[str]:
-    binary = os.environ.get("REDRAY_TEST_SERVER")
-    return ["--redis-server", binary] if binary else []
-
-
-@pytest.fixture
-def redray_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private ``<tmp>/redray-sessions`` for the address and state files; stops leftovers."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
-    monkeypatch.setattr(tempfile, "tempdir", None)
-    monkeypatch.delenv("REDRAY_ADDRESS", raising=False)
-    assert Path(tempfile.gettempdir()) == tmp
-    assert api.address_file().parent == tmp / "redray-sessions"
-    yield tmp / "redray-sessions"
-    # safety net for a failed test: nothing it started may outlive it
-    leftovers = [
-        psutil.Process(e["pid"]) for e in processes.read_state() if processes.live_process(e)
-    ]
-    if leftovers:
-        CliRunner().invoke(cli, ["stop", "--force"])
-        for proc in wait_gone(leftovers, 5):
-            proc.kill()
 
 
 @pytest.fixture
