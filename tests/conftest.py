@@ -347,19 +347,12 @@ def assert_back_to_baseline(
 # -- the CLI and the local head ---------------------------------------------------------------
 def gone(proc: psutil.Process) -> bool:
     """True once ``proc`` exited (a zombie nobody reaps counts as exited)."""
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    return processes._gone(proc)
 
 
 def wait_gone(procs: list[psutil.Process], timeout: float = 10.0) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    left = [p for p in procs if not gone(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = [p for p in left if not gone(p)]
-    return left
+    """Those of ``procs`` still running after up to ``timeout`` seconds."""
+    return processes._wait_gone(procs, timeout)
 
 
 def run_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
