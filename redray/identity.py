@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import socket
 from dataclasses import dataclass
+
+
+@functools.cache
+def node_ip() -> str:
+    """This machine's address, as its node reports it in ``ray.nodes()`` and
+    as remote errors show it (``ip=``)."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 @dataclass

@@ -14,9 +14,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
 import redis
 
+from . import code_pickle
 from .connections import connection_error
 from .constants import Keys
 from .identity import Identity
@@ -66,7 +66,7 @@ class Registry:
         if known is not None:
             return known
         try:
-            blob = cloudpickle.dumps(fn, protocol=5)
+            blob = code_pickle.dumps(fn)
         except Exception as exc:
             raise TypeError(
                 f"Could not serialize the function {name}: {exc!r}. A remote function must be "

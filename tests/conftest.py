@@ -355,16 +355,22 @@ def wait_gone(procs: list[psutil.Process], timeout: float = 10.0) -> list[psutil
     return processes._wait_gone(procs, timeout)
 
 
-def run_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """``python -m redray.cli.main ARGS`` in a real process (TMPDIR from os.environ)."""
+def run_python(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in a real process, as a user runs a driver script
+    (TMPDIR from os.environ); its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "redray.cli.main", *args],
+        [sys.executable, *args],
         env=worker_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def run_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """``python -m redray.cli.main ARGS`` in a real process (TMPDIR from os.environ)."""
+    return run_python("-m", "redray.cli.main", *args, timeout=timeout)
 
 
 def server_args() -> list[str]:

@@ -8,14 +8,12 @@ Each test starts the head with the real CLI in a private TMPDIR (the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_cli, server_args, worker_env
+from conftest import run_cli, run_python, server_args
 
 from redray import api
 from redray.cli import processes
@@ -37,14 +35,7 @@ redray.shutdown()
 
 def run_driver(args: str = "") -> tuple[dict[str, object], str]:
     """Run DRIVER with ``init(args)``: its JSON line, and its stderr."""
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER.format(args=args)],
-        env=worker_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    done = run_python("-c", DRIVER.format(args=args))
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 

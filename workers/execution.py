@@ -12,9 +12,11 @@ from typing import Any, NamedTuple, Protocol
 
 import cloudpickle
 
+import redray
 from redray import dead_letters, job_config
 from redray import task_spec as ts
 from redray.exceptions import RaySystemError, RayTaskError
+from redray.identity import node_ip
 from redray.runtime import Runtime
 from redray.serialization import KIND_ERROR, KIND_VALUE, unpack
 from redray.settings import Settings
@@ -159,24 +161,45 @@ def value_frames(
             f"Could not serialize return value #{index} ({type(value).__name__}) of "
             f"{spec.function_name}: {exc!r}"
         )
-        err = RayTaskError(spec.function_name, msg, TypeError(msg), pid=os.getpid())
-        return KIND_ERROR, runtime.error_frames(err)
+        return KIND_ERROR, runtime.error_frames(failure(spec, msg, TypeError))
 
 
-def task_error(spec: ts.TaskSpec, exc: BaseException) -> RayTaskError:
-    """The error a task's own exception becomes, with the user's traceback."""
-    return RayTaskError(spec.function_name, user_traceback(), exc, pid=os.getpid())
+def task_error(
+    spec: ts.TaskSpec, exc: BaseException, traceback_str: str | None = None
+) -> RayTaskError:
+    """The error a task's own exception becomes, with the user's traceback
+    (the one being handled, unless given) and where it ran."""
+    text = user_traceback() if traceback_str is None else traceback_str
+    return RayTaskError(spec.function_name, text, exc, pid=os.getpid(), ip=node_ip())
+
+
+def failure(spec: ts.TaskSpec, message: str, kind: type[Exception] = ValueError) -> RayTaskError:
+    """A task's error that redray found, not the task (a wrong number of
+    results, a value that cannot be serialized): ``kind(message)``."""
+    return task_error(spec, kind(message), message)
+
+
+#: redray's own code: its frames are left out of the tracebacks users see
+_OURS = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep
+    for path in (redray.__file__, __file__)
+    if path is not None
+)
 
 
 def user_traceback() -> str:
-    """The traceback without redray's own frames at its top."""
+    """The traceback of the exception being handled, without redray's own
+    frames (the executor's above the user's code, the API's below a failed
+    ``get`` in it), as Ray shows it."""
     etype, value, tb = sys.exc_info()
-    frames = list(traceback.extract_tb(tb))
-    ours = ("workers/executor.py", "workers/execution.py", "workers/actor_runner.py")
-    frames = [f for f in frames if not f.filename.replace(os.sep, "/").endswith(ours)]
+    frames = [f for f in traceback.extract_tb(tb) if not _is_ours(f.filename)]
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
     text += "".join(traceback.format_exception_only(etype, value))
     return text
+
+
+def _is_ours(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_OURS)
 
 
 class GeneratorReturns(NamedTuple):
@@ -205,5 +228,4 @@ def generator_returns(spec: ts.TaskSpec, gen: Any, n: int) -> GeneratorReturns:
     if len(values) == n:
         return GeneratorReturns(values, None, None)
     msg = f"Task returned {len(values)} objects, but num_returns={n}."
-    error = RayTaskError(spec.function_name, msg, ValueError(msg), pid=os.getpid())
-    return GeneratorReturns(values, error, None)
+    return GeneratorReturns(values, failure(spec, msg), None)

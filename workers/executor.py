@@ -501,8 +501,7 @@ class Executor:
         except ex.DependencyFailed as failed:
             return fail(failed.frames)
         except Exception as exc:  # noqa: BLE001 - reported on the caller's ObjectRef
-            err = RayTaskError(spec.function_name, ex.user_traceback(), exc, pid=os.getpid())
-            return fail(runtime.error_frames(err))
+            return fail(runtime.error_frames(ex.task_error(spec, exc)))
         saved_env = ex.apply_env(spec, gpus, self.totals)
         runtime.children = []
         streamed = 0
@@ -558,8 +557,7 @@ class Executor:
                     f"Task {spec.function_name} returned {_count(result)} values, but "
                     f"num_returns={n}."
                 )
-                err = RayTaskError(spec.function_name, msg, ValueError(msg), pid=os.getpid())
-                return fail(runtime.error_frames(err))
+                return fail(runtime.error_frames(ex.failure(spec, msg)))
         return self._values(spec, indexes, values)
 
     def _generator_results(

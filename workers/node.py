@@ -36,6 +36,7 @@ from redray import ids, jobs, recovery
 from redray.cluster import Cluster
 from redray.connections import TRANSIENT, blocking_call
 from redray.constants import Keys
+from redray.identity import node_ip
 from redray.node_launch import read_config
 from redray.resources import node_totals
 from redray.settings import Settings
@@ -127,15 +128,10 @@ class NodeAgent:
 
     # -- registration ------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        hostname = socket.gethostname()
-        try:
-            ip = socket.gethostbyname(hostname)
-        except OSError:
-            ip = "127.0.0.1"
         return {
             "node_id": self.node_id,
-            "hostname": hostname,
-            "ip": ip,
+            "hostname": socket.gethostname(),
+            "ip": node_ip(),
             "pid": os.getpid(),
             "totals": self.totals,
             "gpu_ids": self.gpu_ids,
