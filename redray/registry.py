@@ -9,7 +9,6 @@ in a loop gave 192 wrong results that way).
 from __future__ import annotations
 
 import hashlib
-import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,7 @@ from . import code_pickle
 from .connections import connection_error
 from .constants import Keys
 from .identity import Identity
-from .resources import from_units, missing_resources, node_info, parse_shape
+from .infeasible import InfeasibleShapes, node_totals
 from .scripts import Scripts
 from .settings import Settings
 from .signing import FUNCTION, Signer
@@ -50,7 +49,7 @@ class Registry:
         #: so their id cannot be reused while listed)
         self._pinned: dict[int, tuple[Any, dict[str, tuple[str, str]]]] = {}
         self._known_shapes: set[str] = set()
-        self._warned_shapes: set[str] = set()
+        self.infeasible = InfeasibleShapes(client, keys)
 
     def _uploads(self, fn: Any) -> dict[str, tuple[str, str]]:
         try:
@@ -100,23 +99,6 @@ class Registry:
         except redis.ConnectionError as exc:
             raise connection_error(self.settings, exc) from exc
         self._known_shapes.add(shape)
-        infos = [node_info(v) for v in raw.values()]
-        totals = [dict(info["totals"]) for info in infos if info is not None]
-        need = parse_shape(shape)
-        if (
-            totals
-            and all(missing_resources(need, t) for t in totals)
-            and shape not in self._warned_shapes
-        ):
-            self._warned_shapes.add(shape)
-            missing = sorted({m for t in totals for m in missing_resources(need, t)})
-            warnings.warn(
-                f"{what} asks for {_describe(need)}, which no node in the cluster has "
-                f"(missing: {', '.join(missing)}). It stays pending until a node that "
-                "offers these resources joins.",
-                stacklevel=4,
-            )
+        self.infeasible.first_sight(shape, node_totals(raw), what)
 
 
-def _describe(need: dict[str, int]) -> str:
-    return ", ".join(f"{k}={from_units(v)}" for k, v in sorted(need.items())) or "no resources"

@@ -192,6 +192,8 @@ class Runtime:
             self._free_now()
         if periodic and self.inbox is not None:
             self.inbox.drain_if_idle()
+        if periodic:
+            self.registry.infeasible.recheck()
 
     def _free_due(self) -> bool:
         """Batch deletions: free when many are due, a large object is among

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -12,6 +13,7 @@ import pytest
 from conftest import wait_for
 
 import redray
+from redray import infeasible
 from redray.constants import Keys
 
 
@@ -82,6 +84,43 @@ def test_infeasible_task_warns_and_waits_for_a_node_that_fits(settings, node_fac
     assert ready == []
     late = node_factory(num_cpus=1, resources={"gamma": 1})
     assert redray.get(ref, timeout=30) == late.node_id
+
+
+def _repeats(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "still cannot be scheduled" in r.getMessage()]
+
+
+def test_infeasible_task_warning_repeats_while_it_waits(
+    settings, node_factory, connect, monkeypatch, caplog
+):
+    monkeypatch.setattr(infeasible, "REPEAT_S", 0.2)
+    caplog.set_level(logging.WARNING, logger="redray.infeasible")
+    node_factory(num_cpus=1)
+    connect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        where.options(resources={"gamma": 1}).remote()
+    wait_for(lambda: len(_repeats(caplog)) >= 2, timeout=20, what="a repeated warning")
+    assert "1 task(s)" in _repeats(caplog)[0] and "gamma" in _repeats(caplog)[0]
+
+
+def test_infeasible_task_warning_stops_once_a_node_fits(
+    settings, node_factory, connect, monkeypatch, caplog
+):
+    monkeypatch.setattr(infeasible, "REPEAT_S", 0.2)
+    caplog.set_level(logging.WARNING, logger="redray.infeasible")
+    node_factory(num_cpus=1)
+    connect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = where.options(resources={"gamma": 1}).remote()
+    wait_for(lambda: _repeats(caplog), timeout=20, what="a repeated warning")
+    node_factory(num_cpus=1, resources={"gamma": 1})
+    redray.get(ref, timeout=30)
+    time.sleep(0.5)  # a few re-checks
+    caplog.clear()
+    time.sleep(0.5)
+    assert _repeats(caplog) == []
 
 
 def test_gpu_task_lands_on_the_gpu_node_with_its_device_visible(settings, node_factory, connect):
