@@ -90,33 +90,27 @@ def _repeats(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "still cannot be scheduled" in r.getMessage()]
 
 
-def test_infeasible_task_warning_repeats_while_it_waits(
-    settings, node_factory, connect, monkeypatch, caplog
-):
+@pytest.fixture
+def infeasible_task(settings, node_factory, connect, monkeypatch, caplog):
+    """A task asking for 'gamma', which no node has, with re-checks every 0.2 s."""
     monkeypatch.setattr(infeasible, "REPEAT_S", 0.2)
     caplog.set_level(logging.WARNING, logger="redray.infeasible")
     node_factory(num_cpus=1)
     connect()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        where.options(resources={"gamma": 1}).remote()
+        return where.options(resources={"gamma": 1}).remote()
+
+
+def test_infeasible_task_warning_repeats_while_it_waits(infeasible_task, caplog):
     wait_for(lambda: len(_repeats(caplog)) >= 2, timeout=20, what="a repeated warning")
     assert "1 task(s)" in _repeats(caplog)[0] and "gamma" in _repeats(caplog)[0]
 
 
-def test_infeasible_task_warning_stops_once_a_node_fits(
-    settings, node_factory, connect, monkeypatch, caplog
-):
-    monkeypatch.setattr(infeasible, "REPEAT_S", 0.2)
-    caplog.set_level(logging.WARNING, logger="redray.infeasible")
-    node_factory(num_cpus=1)
-    connect()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = where.options(resources={"gamma": 1}).remote()
+def test_infeasible_task_warning_stops_once_a_node_fits(infeasible_task, node_factory, caplog):
     wait_for(lambda: _repeats(caplog), timeout=20, what="a repeated warning")
     node_factory(num_cpus=1, resources={"gamma": 1})
-    redray.get(ref, timeout=30)
+    redray.get(infeasible_task, timeout=30)
     time.sleep(0.5)  # a few re-checks
     caplog.clear()
     time.sleep(0.5)
