@@ -22,7 +22,7 @@ import redis
 
 from redray import acl, api
 from redray.constants import DEFAULT_PREFIX
-from redray.node_launch import NodeStartError, spawn_node, wait_node_ready
+from redray.node_launch import NodeStartError, module_command, spawn_node, wait_node_ready
 from redray.server import start_server
 from redray.settings import Settings
 from redray.workers.node import NodeConfig
@@ -143,14 +143,14 @@ def _launch_server(session: Path, head: HeadServer, timeout: float) -> dict[str,
     """Start the head's server in a session of its own (through ``launch-server``;
     the password travels in its environment, not on its command line)."""
     logs = session / "logs"
-    cmd = [
-        sys.executable, "-m", "redray.cli.main", "launch-server",
+    cmd = module_command(
+        "redray.cli.main", "launch-server",
         "--host", head.host,
         "--port", str(head.port),
         "--dir", str(session / "redis_data"),
         "--logfile", str(logs / "redis-server.log"),
         "--timeout", str(timeout),
-    ]  # fmt: skip
+    )  # fmt: skip
     if head.binary:
         cmd += ["--redis-server", head.binary]
     if head.appendonly:

@@ -28,10 +28,13 @@ import redis
 import redray
 from redray import acl, api
 from redray.constants import DEFAULT_PREFIX, RESOURCE_UNIT, Keys
+from redray.demands import read_demands
 from redray.workers.node import NodeAgent, NodeConfig
 
+from . import state_commands
 from .credentials import CLUSTER_USER, head_password, read_secret, secret_option
 from .head import HeadServer, launch_server, start_head, start_joined
+from .logs_command import logs_command
 from .options import (
     check_executors,
     format_quantity,
@@ -270,13 +273,15 @@ def status(address: str | None) -> None:
     """Show a cluster's nodes and its total and available resources."""
     settings = resolve(address or "auto")
     try:
-        redray.init(address=settings.to_url())
+        redray.init(address=settings.to_url(), log_to_driver=False)
     except (ConnectionError, redis.RedisError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         nodes = redray.nodes()
         total = redray.cluster_resources()
         available = redray.available_resources()
+        runtime = api.current_runtime()
+        waiting = read_demands(runtime.client, runtime.keys)
     except redis.RedisError as exc:
         raise click.ClickException(f"Could not read the cluster state: {exc}") from None
     finally:
@@ -295,6 +300,16 @@ def status(address: str | None) -> None:
     for name in sorted(total, key=lambda n: (n not in ("CPU", "GPU"), n == "memory", n)):
         used = max(total[name] - available.get(name, 0.0), 0.0)
         click.echo(f"  {format_quantity(name, used)}/{format_quantity(name, total[name])} {name}")
+    click.echo("Demands (tasks and actors waiting, per resource request):")
+    if not waiting:
+        click.echo("  (none)")
+    for demand in waiting:
+        line = f"  {{{format_resources(demand.resources)}}}: {demand.queued} queued"
+        if demand.waiting_for_inputs:
+            line += f", {demand.waiting_for_inputs} waiting for their inputs"
+        if demand.infeasible:
+            line += f"  [infeasible: no node has enough {', '.join(demand.missing)}]"
+        click.echo(line)
 
 
 @cli.command("acl")
@@ -337,6 +352,8 @@ def dead_letters_command(address: str | None, count: int) -> None:
 
 
 cli.add_command(launch_server)
+cli.add_command(logs_command)
+state_commands.register(cli)  # redray list / summary / get
 
 if __name__ == "__main__":
     cli(prog_name="redray")

@@ -45,6 +45,7 @@ from .id_types import (
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .settings import Settings
+from .timeline import timeline
 
 #: Ray's old name for ObjectRef (``ray.ObjectID is ray.ObjectRef``)
 ObjectID = ObjectRef
@@ -86,5 +87,6 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]

@@ -17,15 +17,14 @@ from __future__ import annotations
 #: Every command redray's clients and scripts run (keep sorted; the ACL test
 #: runs a cluster's whole life under exactly these).
 COMMANDS = (
-    "blpop", "del", "discard", "eval", "evalsha", "exec", "exists", "expire", "get",
-    "hdel", "hexists", "hget", "hgetall", "hincrby", "hkeys", "hmget", "hset", "hsetnx",
-    "hvals", "incr", "incrby", "llen", "lpop", "lpush", "ltrim", "multi", "pexpire", "ping",
-    "publish", "rename", "rpush", "sadd", "script|exists", "script|load", "select",
+    "blpop", "del", "discard", "eval", "evalsha", "exec", "exists", "expire", "get", "hdel",
+    "hexists", "hget", "hgetall", "hincrby", "hkeys", "hmget", "hscan", "hset", "hsetnx",
+    "hstrlen", "hvals", "incr", "incrby", "llen", "lpop", "lpush", "ltrim", "multi", "pexpire",
+    "ping", "publish", "rename", "rpush", "sadd", "script|exists", "script|load", "select",
     "set", "smembers", "spop", "srandmember", "srem", "subscribe", "time", "unlink",
-    "unsubscribe", "xack", "xadd", "xclaim", "xdel", "xgroup|create",
-    "xgroup|createconsumer", "xgroup|delconsumer", "xgroup|destroy", "xpending",
-    "xrange", "xread", "xreadgroup", "xrevrange", "zadd", "zcard", "zlexcount",
-    "zrange", "zrangebylex", "zrangebyscore", "zrem",
+    "unsubscribe", "xack", "xadd", "xclaim", "xdel", "xgroup|create", "xgroup|createconsumer",
+    "xgroup|delconsumer", "xgroup|destroy", "xpending", "xrange", "xread", "xreadgroup",
+    "xrevrange", "zadd", "zcard", "zlexcount", "zrange", "zrangebylex", "zrangebyscore", "zrem",
 )  # fmt: skip
 
 _GLOB = "*?[]\\"

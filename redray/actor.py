@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
-from . import control, ids, ignored_options, job_config, session
+from . import control, ids, ignored_options, job_config, local_mode, runtime_env, session
 from . import task_spec as ts
 from .constants import RESOURCE_UNIT
 from .exceptions import ActorAlreadyExistsError, AsyncioActorExit, PendingCallsLimitExceeded
@@ -311,7 +311,9 @@ class ActorClass(Generic[T]):
         )
         release_cpu = 0 if explicit else RESOURCE_UNIT
         shape = shape_of(units)
-        runtime.check_shape(shape, f"Actor {self._name}")
+        local = local_mode.active()
+        if local is None:
+            runtime.check_shape(shape, f"Actor {self._name}")
         actor_id = "a" + ids.random_id(12)
         tid = ids.task_id()
         # everything that can fail on bad input happens before the actor (and
@@ -356,6 +358,9 @@ class ActorClass(Generic[T]):
                 f"The name {name!r} (namespace={namespace!r}) is already taken by another actor. "
                 "Use get_if_exists=True to get a handle to it, or pick another name."
             )
+        if local is not None:
+            local_mode.create_actor(runtime, local, actor_id, self._cls, self._name, (packed, deps))
+            return ActorHandle(actor_id, meta, opts.get("max_pending_calls", -1))
         spec = ts.TaskSpec(
             task_id=tid,
             job_id=runtime.job_id,
@@ -376,7 +381,9 @@ class ActorClass(Generic[T]):
                 "max_concurrency": opts.get("max_concurrency"),
                 "concurrency_groups": groups or {},
                 "max_task_retries": opts.get("max_task_retries") or 0,
-                "runtime_env": job_config.runtime_env_for(opts.get("runtime_env")),
+                "runtime_env": runtime_env.resolve(
+                    runtime, job_config.runtime_env_for(opts.get("runtime_env"))
+                ),
                 "is_async": self._is_async,
                 **job_config.spec_extra(),
             },
@@ -519,6 +526,11 @@ class ActorHandle(Generic[T]):
         qualname = f"{self._meta.get('class_name')}.{method}"
         tid = ids.task_id()
         packed, deps, holds = encode_args(runtime, args, kwargs, qualname)
+        local = local_mode.active()
+        if local is not None:
+            return local_mode.call_method(
+                runtime, local, self._actor_id, method, qualname, (packed, deps), num_returns
+            )
         returns = owned_returns(tid, num_returns)
         spec = ts.TaskSpec(
             task_id=tid,
@@ -621,6 +633,12 @@ def kill(handle: ActorHandle[Any], *, no_restart: bool = True) -> None:
     from .actor_lifecycle import actor_info, end_actor, finish_unplaced
 
     cluster = runtime.cluster
+    local = local_mode.active()
+    if local is not None:
+        # no process to stop: the actor ends here, its name is freed in Redis
+        local_mode.kill_actor(local, handle._actor_id)
+        end_actor(cluster, handle._actor_id, "was killed with redray.kill()")
+        return
     if no_restart:
         end_actor(cluster, handle._actor_id, "was killed with redray.kill()")
         return

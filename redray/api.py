@@ -22,17 +22,20 @@ from typing import Any, TypeVar, overload
 import redis
 
 from . import connections, ids, jobs, session
+from . import local_mode as local_mode_
 from .connections import connection_error
 from .constants import ADDRESS_FILE_NAME, SECRET_FILE_NAME, Keys
 from .context import ClusterContext, RuntimeContext
 from .generator import ObjectRefGenerator
 from .ignored_options import is_silent, warn_once, warn_runtime_env
 from .job_config import JobConfig, set_job_defaults, validate_runtime_env
+from .log_stream import LogPrinter
 from .node_launch import NodeStartError, spawn_node, wait_node_ready
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .resources import from_units, node_info, units_of
 from .runtime import Runtime
+from .runtime_env import resolve as resolve_runtime_env
 from .serialization import Serializer
 from .server import ServerProcess, launch_server, start_server, wait_ready
 from .settings import Settings
@@ -63,14 +66,8 @@ _IGNORED_INIT_OPTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
     "logging_level": ((None, "info", "INFO", logging.INFO), _NO_LOGGING),
     "logging_format": ((None,), _NO_LOGGING),
     "logging_config": ((None,), _NO_LOGGING),
-    "log_to_driver": (
-        (None, True),
-        "workers' output goes where their node's output goes (for the cluster "
-        "init() starts, to this process's stdout and stderr)",
-    ),
     "object_store_memory": ((None,), _IN_REDIS),
     "_driver_object_store_memory": ((None,), _IN_REDIS),
-    "local_mode": ((False,), "tasks always run in worker processes"),
     "_temp_dir": ((None,), "redray keeps its session files under the system temp directory"),
     "_system_config": ((None, {}), "redray has no Ray system config"),
     "_enable_object_reconstruction": ((False,), "redray does not reconstruct lost objects"),
@@ -123,6 +120,7 @@ class _Global:
         self.node_process: subprocess.Popen[bytes] | None = None
         self.node_id: str | None = None
         self.is_driver = False
+        self.log_printer: LogPrinter | None = None
 
 
 _global = _Global()
@@ -236,11 +234,13 @@ def init(
     ignore_reinit_error: bool = False,
     job_config: JobConfig | None = None,
     runtime_env: dict[str, Any] | None = None,
+    log_to_driver: bool = True,
     serializer: Serializer | None = None,
     _redis_server: str | None = None,
     _node_startup_timeout: float = 30.0,
     _job_grace_s: float | None = None,
     _secret: str | None = None,
+    local_mode: bool = False,
     **kwargs: Any,
 ) -> ClusterContext:
     """Connect to a cluster, or start a private one on this machine.
@@ -255,12 +255,19 @@ def init(
     ``namespace``: the job's namespace (by default ``job_config``'s
     ``ray_namespace``, else a fresh one). ``runtime_env``: the job's default
     runtime environment for its tasks and actors (replacing ``job_config``'s),
-    merged under their own; redray applies its ``env_vars``. ``job_config``: a
+    merged under their own; redray applies its ``env_vars``, ``working_dir``,
+    ``py_modules`` and ``excludes`` (redray/runtime_env.py). ``job_config``: a
     ``redray.job_config.JobConfig``; its ``default_actor_lifetime`` applies to
     actors created without a ``lifetime``.
 
+    ``local_mode=True`` (Ray's deprecated local mode, for debugging): tasks
+    and actors run in this process, synchronously, at ``.remote()``; a
+    private cluster is then only its Redis server, with no node (see
+    redray/local_mode.py). With an address, tasks run here and objects live
+    in that cluster, as in Ray.
+
     Ray's other keywords (``include_dashboard``, ``object_store_memory``,
-    ``local_mode``, logging, ...) are accepted; one set to a value that asks
+    logging, ...) are accepted; one set to a value that asks
     for something redray does not do warns once per process, naming it.
 
     ``_job_grace_s`` (redray only): how long this driver may stay silent
@@ -313,7 +320,10 @@ def init(
             )
         secret = resolve_secret(resolved, _secret)
         try:
-            if resolved is None:
+            if resolved is None and local_mode:
+                settings = _start_server_only(_redis_server, secret)
+                _global.node_id = ids.random_id(14)
+            elif resolved is None:
                 settings = _start_local(
                     num_cpus, num_gpus, resources, _redis_server, _node_startup_timeout, secret
                 )
@@ -323,9 +333,25 @@ def init(
         except BaseException:
             _teardown_local()
             raise
+        if local_mode:
+            totals = _local_totals(num_cpus, num_gpus, resources) if resolved is None else None
+            local_mode_.start(runtime.node_id or "", totals)
         session.set_runtime(runtime)
         _global.is_driver = True
+        try:
+            # the job's working_dir and py_modules are shipped now, as in Ray
+            job_env = resolve_runtime_env(runtime, job_env) or {}
+        except BaseException:
+            shutdown()
+            raise
         set_job_defaults(job_env, job_config._default_actor_lifetime)
+        if log_to_driver:
+            _global.log_printer = LogPrinter(
+                runtime.client,
+                runtime.keys.job_logs(runtime.job_id),
+                dedup=os.environ.get("REDRAY_DEDUP_LOGS", "1") != "0",
+            )
+            _global.log_printer.start()
         return _cluster_context(runtime)
 
 
@@ -369,6 +395,27 @@ def _connect(
         raise connection_error(settings, exc) from exc
     runtime.start_heartbeat()
     return runtime
+
+
+def _local_totals(
+    num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None
+) -> dict[str, float]:
+    """The one node local mode shows (Ray 2.40's showed the driver's resources)."""
+    totals = {"CPU": float(num_cpus if num_cpus is not None else os.cpu_count() or 1)}
+    if num_gpus:
+        totals["GPU"] = float(num_gpus)
+    totals.update({k: float(v) for k, v in (resources or {}).items()})
+    return totals
+
+
+def _start_server_only(binary: str | None, secret: str | None) -> Settings:
+    """Local mode's private cluster: the Redis server, no node."""
+    password = secrets.token_hex(24)
+    server = start_server(
+        binary=binary or os.environ.get("REDRAY_REDIS_SERVER") or None, password=password
+    )
+    _global.server = server
+    return Settings(host=server.host, port=server.port, password=password, secret=secret)
 
 
 def _start_local(
@@ -426,7 +473,14 @@ def _start_local(
 
 
 def _spawn_node(config: dict[str, Any], env: dict[str, str]) -> None:
-    _global.node_process = spawn_node(config, env=env)
+    # the node's own output (and all its tasks print) goes to its log file in
+    # the server's directory: tasks' lines reach this terminal through the
+    # job's log stream, prefixed, as on any cluster
+    log_path = Path(config["server_dir"]) / "node.log"
+    with open(log_path, "ab") as log_file:
+        _global.node_process = spawn_node(
+            config, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
     _global.node_id = config["node_id"]
 
 
@@ -466,9 +520,13 @@ def shutdown() -> None:
             return
         session.set_runtime(None)
         set_job_defaults(None, None)
+        local_mode_.stop()
         if not _global.is_driver:
             return
         try:
+            printer, _global.log_printer = _global.log_printer, None
+            if printer is not None:
+                printer.stop()  # what tasks printed is shown before the job goes
             try:
                 runtime.stop_flusher()  # no heartbeat may recreate keys after cleanup
             except Exception:  # noqa: BLE001 - cleanup goes on
@@ -686,6 +744,9 @@ def _units_to_resources(totals: dict[str, Any]) -> dict[str, float]:
 def cluster_resources() -> dict[str, float]:
     """Total resources of all live nodes."""
     runtime = current_runtime()
+    local = local_mode_.active()
+    if local is not None and local.totals is not None:
+        return dict(local.totals)
     total: dict[str, int] = {}
     for info in _nodes_raw(runtime):
         for k, v in info.get("totals", {}).items():
@@ -696,6 +757,10 @@ def cluster_resources() -> dict[str, float]:
 def available_resources() -> dict[str, float]:
     """Resources free right now, summed over live nodes (zeros left out)."""
     runtime = current_runtime()
+    local = local_mode_.active()
+    if local is not None and local.totals is not None:
+        # nothing is reserved while a task runs in the driver (as Ray 2.40)
+        return dict(local.totals)
     nodes = _nodes_raw(runtime)
     with runtime.client.pipeline(transaction=False) as pipe:
         for info in nodes:
@@ -712,6 +777,9 @@ def available_resources() -> dict[str, float]:
 def nodes() -> list[dict[str, Any]]:
     """One dict per node, with Ray's field names."""
     runtime = current_runtime()
+    local = local_mode_.active()
+    if local is not None and local.totals is not None:
+        return local.nodes()
     pairs: list[tuple[bytes, float]] = runtime.client.zrange(  # type: ignore[assignment]
         runtime.keys.heartbeats, 0, -1, withscores=True
     )

@@ -27,6 +27,13 @@ PIECE_LIMIT = 256 * 1024 * 1024
 #: The dead-letter stream keeps about this many entries (XADD MAXLEN ~).
 MAX_DEAD_LETTERS = 10_000
 
+#: The task-event stream keeps about this many entries (XADD MAXLEN ~), all jobs together.
+MAX_TASK_EVENTS = 10_000
+
+#: Largest runtime_env ``working_dir`` or ``py_modules`` entry, as Ray's 500 MiB
+#: (the files' total size, and the zip's).
+MAX_PACKAGE_BYTES = 500 * 1024 * 1024
+
 #: Where ``redray start`` records the address of the cluster it started.
 ADDRESS_FILE_NAME = "redray_current_cluster"
 #: Beside it: the secret of the cluster `redray start --head` started (0600).
@@ -129,6 +136,12 @@ class Keys:
         return f"{self.tag}:deadletters"
 
     @property
+    def task_events(self) -> str:
+        """STREAM (capped) one entry per task that ended: the state API's record
+        of finished and failed tasks (task_events.py)."""
+        return f"{self.tag}:task:events"
+
+    @property
     def job_counter(self) -> str:
         """STRING counter that numbers jobs."""
         return f"{self.tag}:jobcounter"
@@ -167,6 +180,10 @@ class Keys:
         """SET of every object/function/list key the job created, for cleanup."""
         return f"{self.tag}:job:{job_id}:keys"
 
+    def job_logs(self, job_id: str) -> str:
+        """STREAM what the job's tasks and actors printed (capped, expiring)."""
+        return f"{self.tag}:job:{job_id}:logs"
+
     def job_tasks(self, job_id: str) -> str:
         """SET of the job's unfinished task ids, for cleanup."""
         return f"{self.tag}:job:{job_id}:tasks"
@@ -174,6 +191,11 @@ class Keys:
     def function(self, job_id: str, digest: str) -> str:
         """STRING cloudpickled function, named by its content hash."""
         return f"{self.tag}:fn:{job_id}:{digest}"
+
+    def package(self, job_id: str, digest: str) -> str:
+        """STRING a runtime_env ``working_dir``/``py_modules`` zip (signed), named
+        by the SHA-256 of the zip."""
+        return f"{self.tag}:pkg:{job_id}:{digest}"
 
     # -- per object --------------------------------------------------------------
     def obj(self, object_id: str) -> str:

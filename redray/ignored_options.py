@@ -17,9 +17,13 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-#: the ``runtime_env`` fields redray applies; the others (``pip``,
-#: ``working_dir``, ...) are accepted and ignored, with a warning
-SUPPORTED_RUNTIME_ENV_FIELDS = frozenset({"env_vars"})
+#: the ``runtime_env`` fields redray applies (``working_dir`` and
+#: ``py_modules``: local directories shipped through Redis, redray/runtime_env.py);
+#: the refused ones below raise ValueError, the others warn once and are ignored
+SUPPORTED_RUNTIME_ENV_FIELDS = frozenset({"env_vars", "working_dir", "py_modules", "excludes"})
+
+#: the ``runtime_env`` fields that install software: refused, never ignored
+REFUSED_RUNTIME_ENV_FIELDS = ("pip", "conda", "uv", "container", "image_uri")
 
 _NO_PLACEMENT = "redray has no placement groups: tasks go to any node with free resources"
 _BY_FIT = "redray places work on any node whose free resources fit it"
@@ -122,10 +126,40 @@ def warn_options(options: Mapping[str, Any], table: Table, what: str) -> None:
 
 
 def warn_runtime_env(runtime_env: Mapping[str, Any] | None, given_in: str) -> None:
-    """Warn once for each ``runtime_env`` field redray does not apply."""
-    for field_name in sorted(set(runtime_env or ()) - SUPPORTED_RUNTIME_ENV_FIELDS):
+    """ValueError for a ``runtime_env`` field that installs software or has
+    the wrong type; warn once for each other field redray does not apply."""
+    env = runtime_env or {}
+    for field_name in REFUSED_RUNTIME_ENV_FIELDS:
+        if env.get(field_name):
+            raise ValueError(
+                f"redray does not support the {field_name!r} field of {given_in}: redray "
+                "does not install packages or images. Install them on every machine of the "
+                "cluster instead (and drop the field)."
+            )
+    _check_files(env, given_in)
+    for field_name in sorted(set(env) - SUPPORTED_RUNTIME_ENV_FIELDS):
+        if field_name in REFUSED_RUNTIME_ENV_FIELDS:
+            continue  # given empty: asks for nothing
         warn_once(
             f"runtime_env.{field_name}",
             f"redray ignores the {field_name!r} field of {given_in}: it applies only "
-            "'env_vars' (installs nothing, ships no files).",
+            "'env_vars', 'working_dir', 'py_modules' and 'excludes'.",
         )
+
+
+def _check_files(env: Mapping[str, Any], given_in: str) -> None:
+    """TypeError, in Ray's words, for a ``working_dir``, ``py_modules`` or
+    ``excludes`` of the wrong type (the paths are checked when packed)."""
+    working_dir = env.get("working_dir")
+    if working_dir is not None and not isinstance(working_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"working_dir of {given_in} must be a string or a path, got {type(working_dir)}"
+        )
+    modules = env.get("py_modules")
+    if modules is not None and not isinstance(modules, (list, tuple)):
+        raise TypeError(f"py_modules of {given_in} must be a list, got {type(modules)}")
+    excludes = env.get("excludes")
+    if excludes is not None and (
+        not isinstance(excludes, (list, tuple)) or not all(isinstance(e, str) for e in excludes)
+    ):
+        raise TypeError(f"excludes of {given_in} must be a list of strings, got {excludes!r}")

@@ -2,7 +2,8 @@
 ``init(job_config=...)``.
 
 What redray honours: ``ray_namespace`` (as ``init(namespace=...)``, which
-wins over it), the ``env_vars`` of ``runtime_env`` (the job's default for the
+wins over it), the ``env_vars``, ``working_dir``, ``py_modules`` and
+``excludes`` of ``runtime_env`` (the job's default for the
 tasks and actors it submits, merged under their own) and
 ``default_actor_lifetime``. ``metadata`` is kept on the object. ``init``
 warns once for each other option set to something redray cannot do.
@@ -28,7 +29,8 @@ class JobConfig:
         code_search_path: Directories or jar files added to the search path of
             the job's workers (ignored by redray, with a warning).
         runtime_env: A runtime environment dictionary: the default for the
-            job's tasks and actors. redray applies its ``env_vars``.
+            job's tasks and actors. redray applies its ``env_vars``,
+            ``working_dir``, ``py_modules`` and ``excludes``.
         metadata: An opaque metadata dictionary.
         ray_namespace: The namespace of the job (a logical grouping of jobs and
             named actors).

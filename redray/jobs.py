@@ -37,6 +37,8 @@ DEAD_DRIVER_TIMEOUT = 10.0
 HEARTBEAT_INTERVAL = 1.0
 #: Tasks or keys one cleanup step handles.
 CLEANUP_BATCH = 500
+#: how long a finished job's output stays readable (`redray logs`), seconds
+LOG_KEEP_S = 600
 
 
 def process_started(pid: int | None) -> float | None:
@@ -190,6 +192,8 @@ def cleanup_job(cluster: Cluster, job_id: str) -> bool:
             if not lock.renew():
                 return False
         cluster.client.unlink(job_keys, k.job_tasks(job_id), k.job_actors(job_id))
+        # what the job printed stays readable a while (`redray logs`)
+        cluster.client.expire(k.job_logs(job_id), LOG_KEEP_S)
         return True
     finally:
         try:

@@ -4,15 +4,22 @@ The node's configuration holds the cluster's address, which may carry its
 password, so it travels on the child's standard input, never on its command
 line: ``ps`` shows every process's arguments to every local user, and the
 node's executors (forked from it) would show them too.
+
+Every redray process started from Python (a node, the head's server
+launcher) runs through ``module_command``: it imports the redray package the
+starting process imported, whatever the working directory holds.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from typing import IO, Any
+
+import redray
 
 from . import connections
 from .constants import Keys
@@ -20,6 +27,36 @@ from .settings import Settings
 
 #: the node's argument that says "read the configuration from stdin"
 CONFIG_FROM_STDIN = "-"
+
+#: ``module_command``'s program: import redray from its file, then run the
+#: module named by argv[1] as ``-m`` does (the working directory first on
+#: ``sys.path``, for the driver's modules; ``sys.argv`` as ``-m`` sets it)
+_PINNED_MAIN = """\
+import importlib.util, os, runpy, sys
+if sys.path[:1] == [""]:
+    sys.path[0] = os.getcwd()
+spec = importlib.util.spec_from_file_location(
+    "redray", {origin!r}, submodule_search_locations={path!r}
+)
+package = sys.modules["redray"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(package)
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+"""
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """The command line that runs redray's ``module`` (``redray.workers.node``)
+    in a new process as ``python -m`` would, but with the redray package this
+    process imported. Plain ``-m`` puts the working directory first on
+    ``sys.path``, so from a directory holding a ``redray/`` folder the child
+    would import that folder instead (another version, or not redray at all)."""
+    spec = redray.__spec__
+    origin = spec.origin if spec is not None else None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if origin is None or not locations or not os.path.isfile(origin):
+        return [sys.executable, "-m", module, *args]  # not from plain files (a zip): as it is
+    code = _PINNED_MAIN.format(origin=origin, path=locations)
+    return [sys.executable, "-c", code, module, *args]
 
 
 def spawn_node(
@@ -32,7 +69,7 @@ def spawn_node(
     """Start a node agent in a session of its own; its configuration is
     written to its stdin, which is then closed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "redray.workers.node", CONFIG_FROM_STDIN],
+        module_command("redray.workers.node", CONFIG_FROM_STDIN),
         env=env,
         stdin=subprocess.PIPE,
         stdout=stdout,

@@ -79,17 +79,18 @@ class ObjectClient:
         self.bulk.close()
 
     # -- put ---------------------------------------------------------------------------
-    def put(self, frames: list[Any]) -> str:
-        """Store a value's frames as a new object this process owns; its id."""
-        oid = ids.put_id()
-        if frames_size(frames) > INLINE_LIMIT:
+    def put(self, frames: list[Any], *, oid: str | None = None, kind: bytes = KIND_VALUE) -> str:
+        """Store a value's frames as a new object this process owns; its id.
+        ``oid`` / ``kind``: local mode stores a task's results (and errors) so."""
+        oid = oid or ids.put_id()
+        if kind == KIND_VALUE and frames_size(frames) > INLINE_LIMIT:
             # one copy, so later changes to the value do not reach the object;
             # the upload runs in the background (see uploader.py)
             copy = [frozen_copy(f) for f in frames]
             self.uploader.submit(oid, self.identity.job_id, (KIND_VALUE, copy))
             self.large_owned.add(oid)
         else:
-            self.store(oid, KIND_VALUE, frames)
+            self.store(oid, kind, frames)
         self.refs.own([oid], ready=True)
         return oid
 

@@ -100,5 +100,3 @@ class Registry:
             raise connection_error(self.settings, exc) from exc
         self._known_shapes.add(shape)
         self.infeasible.first_sight(shape, node_totals(raw), what)
-
-

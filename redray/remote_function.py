@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-from . import ids, ignored_options, job_config, session
+from . import ids, ignored_options, job_config, local_mode, runtime_env, session
 from . import task_spec as ts
 from .constants import INLINE_LIMIT
 from .generator import check_num_returns, owned_returns, result_of_call
@@ -146,6 +146,12 @@ class RemoteFunction(Generic[R]):
                 raise TypeError(
                     f"Wrong arguments for remote function {self._name}: {exc}"
                 ) from None
+        local = local_mode.active()
+        if local is not None:
+            packed, deps, _ = encode_args(runtime, args, kwargs, self._name)
+            return local_mode.run_task(
+                runtime, local, self._function, self._name, (packed, deps), opts
+            )
         where = (runtime.worker_id, runtime.job_id)
         known = self._uploaded.get(where)
         if known is None:
@@ -165,10 +171,12 @@ class RemoteFunction(Generic[R]):
             num_returns = default
         returns = owned_returns(tid, num_returns)
         extra = None
-        env = job_config.runtime_env_for(opts.get("runtime_env"))
+        env = runtime_env.resolve(runtime, job_config.runtime_env_for(opts.get("runtime_env")))
         inherited = job_config.spec_extra()
         if env or opts.get("name") or inherited:
             extra = {"runtime_env": env, "name": opts.get("name"), **inherited}
+        if opts.get("enable_task_events") is False:
+            extra = {**(extra or {}), "task_events": False}  # task_events.EXTRA_FLAG
         retry = opts.get("retry_exceptions", False)
         spec = ts.TaskSpec(
             task_id=tid,

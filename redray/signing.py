@@ -41,6 +41,7 @@ FUNCTION = b"fn"  # a function or class blob (binding: its key)
 OBJECT = b"obj"  # an object record, inline or large (binding: object id)
 DEATH = b"death"  # a dead actor's death record (binding: actor id)
 QUEUE = b"queue"  # a util.queue.Queue item (binding: the queue's key)
+PACKAGE = b"pkg"  # a runtime_env working_dir/py_modules zip (binding: its key)
 
 
 class SignatureError(ValueError):

@@ -304,8 +304,14 @@ def cluster_keys(client: redis.Redis, keys: Keys) -> set[str]:
 
 
 #: keys that outlive every job by design: the job and ready-order counters,
-#: the registry of shapes ever submitted and the capped dead-letter stream
-CLUSTER_LIFETIME = {"jobcounter", "seq", "shapes", "deadletters"}
+#: the registry of shapes ever submitted, the capped dead-letter and task-event streams
+CLUSTER_LIFETIME = {"jobcounter", "seq", "shapes", "deadletters", "task:events"}
+
+
+def kept_logs(client: redis.Redis, now: set[str]) -> set[str]:
+    """Jobs' log streams that are left on purpose, to be read after the job
+    (``redray logs``), and expire: those with a TTL."""
+    return {k for k in now if k.endswith(":logs") and client.ttl(k) > 0}
 
 
 def _executor_keys(client: redis.Redis, keys: Keys) -> set[str]:
@@ -330,14 +336,14 @@ def assert_back_to_baseline(
 
     def settled() -> bool:
         now = cluster_keys(client, keys)
-        extra = allowed | _executor_keys(client, keys)
+        extra = allowed | _executor_keys(client, keys) | kept_logs(client, now)
         return now - extra == expected - extra
 
     try:
         wait_for(settled, timeout=30, what="keys back to baseline")
     except AssertionError:
         now = cluster_keys(client, keys)
-        extra = allowed | _executor_keys(client, keys)
+        extra = allowed | _executor_keys(client, keys) | kept_logs(client, now)
         raise AssertionError(
             f"left behind: {sorted(now - expected - extra)}; "
             f"missing: {sorted((expected - extra) - now)}"

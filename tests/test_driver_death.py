@@ -90,7 +90,9 @@ def test_killed_driver_job_is_cleaned_up_by_the_cluster(settings, node_factory, 
             env=worker_env(),
         )
     assert "ready" in done.stdout, done.stderr
-    allowed = {keys.job_counter.encode(), keys.seq.encode(), keys.shapes.encode()}
+    # and the task events, which outlive jobs (redray.util.state lists them)
+    allowed = {keys.job_counter, keys.seq, keys.shapes, keys.task_events}
+    allowed = {k.encode() for k in allowed}
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         extra = set(redis_client.keys("*")) - baseline - allowed

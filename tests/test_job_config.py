@@ -214,8 +214,8 @@ def test_job_config_option_redray_cannot_honour_warns_naming_it(
 def test_runtime_env_field_other_than_env_vars_warns_naming_it(
     cluster_node: Any, settings: Settings
 ) -> None:
-    shown = _init(settings, runtime_env={"pip": ["requests"], "env_vars": {"A": "1"}})
-    assert len(shown) == 1 and "'pip'" in shown[0] and "env_vars" in shown[0]
+    shown = _init(settings, runtime_env={"nsight": "default", "env_vars": {"A": "1"}})
+    assert len(shown) == 1 and "'nsight'" in shown[0] and "env_vars" in shown[0]
 
 
 # -- init's accepted-but-ignored keywords ------------------------------------------------------
@@ -247,9 +247,9 @@ def test_ignored_init_keyword_warns_naming_it_and_what_redray_does(
 
 
 def test_ignored_init_keyword_warns_once_per_process(cluster_node: Any, settings: Settings) -> None:
-    assert len(_init(settings, local_mode=True)) == 1
+    assert len(_init(settings, labels={"zone": "a"})) == 1
     redray.shutdown()
-    assert _init(settings, local_mode=True) == []
+    assert _init(settings, labels={"zone": "a"}) == []
 
 
 def test_ignored_init_keyword_warning_does_not_show_its_value(

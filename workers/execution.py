@@ -22,6 +22,7 @@ from redray.serialization import KIND_ERROR, KIND_VALUE, unpack
 from redray.settings import Settings
 from redray.signing import FUNCTION, SignatureError
 
+from . import output, runtime_env_cache
 from . import slots as sl
 
 #: Functions kept unpickled per process.
@@ -128,21 +129,35 @@ def arguments(runtime: Runtime, spec: ts.TaskSpec) -> tuple[list[Any], dict[str,
 def apply_env(
     spec: ts.TaskSpec, gpus: dict[str, int], totals: dict[str, int]
 ) -> dict[str, str | None]:
-    """Set the task's GPUs and ``runtime_env`` ``env_vars``; what to restore."""
+    """Set the task's GPUs and ``runtime_env`` (``env_vars``, ``working_dir``,
+    ``py_modules``: workers/runtime_env_cache.py); what to restore."""
     changes: dict[str, str] = {}
     if gpus or "GPU" in totals:
         changes["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     extra = spec.extra or {}
+    # its working_dir and py_modules first: a package that cannot be had
+    # raises RuntimeEnvSetupError before anything is changed
+    runtime_env_cache.enter(spec.job_id, extra.get("runtime_env"))
     env = (extra.get("runtime_env") or {}).get("env_vars") or {}
     changes.update({str(k): str(v) for k, v in env.items()})
     saved = {k: os.environ.get(k) for k in changes}
     os.environ.update(changes)
     job_config.inherit_from(extra)
+    output.task_started(spec.job_id, display_name(spec), spec.task_id, extra.get("actor") or "")
     return saved
 
 
+def display_name(spec: ts.TaskSpec) -> str:
+    """What the driver shows a task's output under, as Ray: its ``name``
+    option, else the function's or the actor class's own name."""
+    return str((spec.extra or {}).get("name") or spec.function_name.rsplit(".", 1)[-1])
+
+
 def restore_env(saved: dict[str, str | None]) -> None:
+    # the task's output reaches Redis before its result is published
+    output.flush()
     job_config.set_job_defaults(None, None)
+    runtime_env_cache.leave()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

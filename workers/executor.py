@@ -21,11 +21,11 @@ from typing import Any, NamedTuple
 
 import redis
 
-from redray import dead_letters, ids, rejections, session
+from redray import dead_letters, ids, rejections, session, task_events
 from redray import task_spec as ts
 from redray.connections import TRANSIENT, blocking_call
 from redray.context import TaskContext
-from redray.exceptions import RaySystemError, RayTaskError, TaskCancelledError
+from redray.exceptions import RaySystemError, RayTaskError, RuntimeEnvSetupError, TaskCancelledError
 from redray.generator import DynamicObjectRefGenerator
 from redray.object_ref import ObjectRef
 from redray.resources import from_units, memory_limit, parse_reservation, parse_shape
@@ -36,6 +36,7 @@ from redray.settings import Settings
 from redray.signing import SignatureError
 
 from . import execution as ex
+from . import output
 from . import slots as sl
 
 log = logging.getLogger("redray.executor")
@@ -88,6 +89,9 @@ class Executor:
         self.current: Claimed | None = None
         #: the node's free CPU units after the current claim (-1: not known)
         self.free_cpu = -1
+        #: the running task's start (task_events.now_ms) and the error it ended with
+        self.started_ms = 0
+        self.task_error: Any = None
         self.current_cpu = 0
         #: bytes the running task declared with memory= (0: no limit)
         self.current_memory = 0
@@ -280,6 +284,7 @@ class Executor:
         self.current_cpu = units.get("CPU", 0)
         self.current_memory = memory_limit(units)
         self.set_state(sl.RUNNING, claimed.task_id, memory=self.current_memory)
+        self.started_ms = task_events.now_ms()
         # a cancel() that arrived between the claim and now
         self.runtime.cancel_requested = self.cancel_requested_here()
         try:
@@ -336,6 +341,7 @@ class Executor:
                 self.current = None
                 return self._claim_next()
             outcome = outcome.results
+        self.task_error = task_events.error_of(runtime.objects.serializer, outcome)
         returns = [
             runtime.return_value(ids.return_id(spec.task_id, i), k, frames, self.worker_id)
             for i, k, frames in outcome
@@ -369,6 +375,8 @@ class Executor:
         taking = not self.stopping and self._taking_work()
         pipe = self.scripts.batch()
         self.scripts.complete(**args, returns=returns, claim_next=taking, pipe=pipe)
+        if spec is not None and task_events.enabled(spec.extra):
+            task_events.add(pipe, self.keys, self._event(claimed, spec))
         refresh = time.monotonic() - self._shapes_at >= SHAPES_EVERY
         if refresh:
             pipe.command("HKEYS", self.keys.shapes)
@@ -393,6 +401,18 @@ class Executor:
         if next_claim is None:
             self.set_state(sl.IDLE)
         return next_claim
+
+    def _event(self, claimed: Claimed, spec: ts.TaskSpec) -> dict[str, str]:
+        """The task-event record of the task ending now (task_events.py)."""
+        error, self.task_error = self.task_error, None
+        return task_events.of_spec(
+            spec,
+            task_type="NORMAL_TASK",
+            where=(self.node_id, self.worker_id),
+            start_ms=self.started_ms,
+            shape=claimed.reservation,
+            error=error,
+        )
 
     def _ring(self, shapes: list[str]) -> None:
         """Dependants became ready under shapes this executor did not pass the
@@ -440,6 +460,7 @@ class Executor:
             try:
                 if attempt == "fail":
                     spec = ts.open_spec(self.runtime.signer, claimed.spec, task_id=claimed.task_id)
+                    self.task_error = exc
                     return self._finish(claimed, spec, self._system_error(spec, exc))
                 return self._finish(claimed, None, [])
             except TRANSIENT:
@@ -496,13 +517,19 @@ class Executor:
             return [(i, KIND_ERROR, kind_frames) for i in indexes]
 
         try:
+            # first: the function may come from the task's working_dir or py_modules
+            saved_env = ex.apply_env(spec, gpus, self.totals)
+        except RuntimeEnvSetupError as exc:
+            return fail(runtime.error_frames(exc))
+        try:
             fn = self.functions.load(spec)
             args, kwargs = ex.arguments(runtime, spec)
         except ex.DependencyFailed as failed:
+            ex.restore_env(saved_env)
             return fail(failed.frames)
         except Exception as exc:  # noqa: BLE001 - reported on the caller's ObjectRef
+            ex.restore_env(saved_env)
             return fail(runtime.error_frames(ex.task_error(spec, exc)))
-        saved_env = ex.apply_env(spec, gpus, self.totals)
         runtime.children = []
         streamed = 0
         try:
@@ -707,9 +734,12 @@ def executor_main(
     try:
         executor = Executor(settings, node_id, worker_id, totals, slots, slot)
         session.set_runtime(executor.runtime)
+        output.install(executor.runtime.client, executor.runtime.keys, node_id)
         executor.run()
     except redis.ConnectionError as exc:
         log.error("executor %s lost its Redis connection: %s", worker_id, exc)
     finally:
+        if output.current is not None:
+            output.current.stop()
         if executor is not None:
             executor.runtime._closed = True

@@ -27,20 +27,22 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 
 from redray import ids, jobs, recovery
 from redray.cluster import Cluster
-from redray.connections import TRANSIENT, blocking_call
+from redray.connections import TRANSIENT, BudgetRetry, blocking_call
 from redray.constants import Keys
 from redray.identity import node_ip
 from redray.node_launch import read_config
 from redray.resources import node_totals
 from redray.settings import Settings
 
+from . import runtime_env_cache
 from . import slots as sl
 from .executor import executor_main
 from .memory import CHECK_INTERVAL, MemoryMonitor, floor_bytes, format_bytes
@@ -54,6 +56,52 @@ MAX_ACTORS = 1000
 UP_TTL = 120
 #: How long the control thread blocks per read.
 CONTROL_BLOCK = 2.0
+#: Seconds the stop gives Redis to take back this node's work and
+#: registration; an unreachable server is not waited for (whoever finds the
+#: node dead does it then).
+STOP_BUDGET = 0.25
+
+T = TypeVar("T")
+
+
+class NodeStopping(Exception):
+    """A Redis call of the agent's main thread given up because the node is
+    stopping: a stop does not wait out an outage."""
+
+
+class StopAwareRetry(BudgetRetry):
+    """The retry of the agent's main-thread client: ``BudgetRetry``'s, except
+    that once ``stopping`` is set a failed attempt raises NodeStopping
+    instead of waiting to try again. ``pausing`` is true while it sleeps
+    between attempts, where the SIGTERM handler may end the sleep."""
+
+    def __init__(self, budget: float, stopping: threading.Event) -> None:
+        super().__init__(budget)
+        self.stopping = stopping
+        self.pausing = False
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StopAwareRetry:
+        # redis-py copies a client's retry into each of its connections: they
+        # share this one, whose flags are the node's, not a connection's
+        return self
+
+    def call_with_retry(
+        self, do: Callable[[], T], fail: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> T:
+        def attempt() -> T:
+            self.pausing = False
+            return do()
+
+        def fail_or_stop(error: BaseException, *more: Any) -> None:
+            fail(error, *more)
+            if self.stopping.is_set():
+                raise NodeStopping(str(error)) from error
+            self.pausing = True
+
+        try:
+            return super().call_with_retry(attempt, fail_or_stop, *args, **kwargs)
+        finally:
+            self.pausing = False
 
 
 @dataclass
@@ -114,13 +162,16 @@ class NodeAgent:
         self.orphans: list[Exited] = []
         self.memory = MemoryMonitor(self.slots, floor_bytes(config.min_free_memory))
         self.idle_since: dict[int, float] = {}
+        #: set on SIGTERM/SIGINT: the threads stop waiting, and so do the main
+        #: thread's Redis retries
+        self._halt = threading.Event()
         self.cluster = Cluster.connect(self.settings)
+        self._retry = StopAwareRetry(self.settings.outage_budget, self._halt)
+        self.cluster.client.set_retry(self._retry)
         self.client = self.cluster.client
         self.stopping = False
         #: the heartbeat found this node declared dead: the main loop re-registers
         self.declared_dead = threading.Event()
-        #: set at shutdown: the threads stop waiting
-        self._halt = threading.Event()
         self._pids_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._owner_started = jobs.process_started(config.owner_pid)
@@ -193,6 +244,11 @@ class NodeAgent:
         return pid
 
     def reap(self) -> None:
+        self._collect_exited()
+        self.recover_orphans()
+
+    def _collect_exited(self) -> None:
+        """Wait for the executors that exited and keep what they held."""
         while self.pids:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -217,22 +273,22 @@ class NodeAgent:
             self.slots.set_memory_limit(slot, 0)
             # kept until done: Redis may be down right now
             self.orphans.append(exited)
-        self.recover_orphans()
 
-    def recover_orphans(self) -> None:
+    def recover_orphans(self, cluster: Cluster | None = None) -> None:
         """Re-queue (or restart) what exited executors held; retried until Redis
         answers. The claim record, written by claim.lua in the same step that
         took the task, names what an executor held even if it died before
         noting it in its slot."""
         from redray.actor_lifecycle import process_exited
 
+        cluster = cluster or self.cluster
         while self.orphans:
             gone = self.orphans[0]
             how = _describe_exit(gone.status, gone.memory)
             try:
                 if gone.state == sl.ACTOR and gone.actor_id:
                     process_exited(
-                        self.cluster,
+                        cluster,
                         self.node_id,
                         gone.actor_id,
                         how,
@@ -240,12 +296,12 @@ class NodeAgent:
                         gone.memory,
                         worker_id=gone.worker_id,
                     )
-                    recovery.forget_executor(self.cluster, self.node_id, gone.worker_id)
+                    recovery.forget_executor(cluster, self.node_id, gone.worker_id)
                 else:
                     recovery.recover_executor(
-                        self.cluster, self.node_id, gone.worker_id, how, memory=gone.memory
+                        cluster, self.node_id, gone.worker_id, how, memory=gone.memory
                     )
-            except TRANSIENT:
+            except (*TRANSIENT, NodeStopping):
                 raise
             except Exception:  # noqa: BLE001 - bad data in Redis must not stop the node
                 log.exception("node %s: could not recover %s", self.node_id, gone)
@@ -280,26 +336,13 @@ class NodeAgent:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda signum, frame: self.slots.poke())
-        self.register()
-        # short of memory already: no executor may claim before it knows
-        self.memory.check_machine()
-        for _ in range(self.min_executors):
-            self.spawn()
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.rpush(self.keys.node_ready(self.node_id), "1")
-            pipe.expire(self.keys.node_ready(self.node_id), UP_TTL)
-            pipe.execute()
-        for target, name in (
-            (self._heartbeat_loop, "redray-heartbeat"),
-            (self._control_loop, "redray-control"),
-            (self._reaper_loop, "redray-reaper"),
-        ):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
         orphaned = False
         last_check = 0.0
         try:
+            try:
+                self.start()
+            except NodeStopping:
+                return  # stopped while the server did not answer
             while not self.stopping:
                 try:
                     now = time.monotonic()
@@ -318,12 +361,14 @@ class NodeAgent:
                     self.memory.check_executors(self._pid_table())
                     self.reap()
                     self.scale()
+                except NodeStopping:
+                    break
                 except TRANSIENT as exc:
                     if self.owner_died():
                         orphaned = True
                         break
                     log.warning("node %s: Redis unreachable (%s); retrying", self.node_id, exc)
-                    time.sleep(1.0)
+                    self._halt.wait(1.0)
                 except Exception:  # noqa: BLE001 - e.g. foreign data at a redray key
                     log.exception("node %s: unexpected error; carrying on", self.node_id)
                 # sleep until an executor pokes (busy/blocked), a child exits
@@ -337,6 +382,26 @@ class NodeAgent:
             self.shutdown()
             if orphaned:
                 self.stop_owned_server()
+
+    def start(self) -> None:
+        """Register, start the executors and the threads, and say the node is up."""
+        self.register()
+        # short of memory already: no executor may claim before it knows
+        self.memory.check_machine()
+        for _ in range(self.min_executors):
+            self.spawn()
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.rpush(self.keys.node_ready(self.node_id), "1")
+            pipe.expire(self.keys.node_ready(self.node_id), UP_TTL)
+            pipe.execute()
+        for target, name in (
+            (self._heartbeat_loop, "redray-heartbeat"),
+            (self._control_loop, "redray-control"),
+            (self._reaper_loop, "redray-reaper"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _pid_table(self) -> dict[int, tuple[int, str]]:
         with self._pids_lock:
@@ -523,6 +588,10 @@ class NodeAgent:
         self.stopping = True
         self._halt.set()
         self.slots.poke()
+        if self._retry.pausing:
+            # the main thread sleeps between two tries of a Redis call
+            # (nothing half done): end the call now rather than after the sleep
+            raise NodeStopping("stopping")
 
     def shutdown(self) -> None:
         for pid in list(self.pids):
@@ -541,18 +610,21 @@ class NodeAgent:
                 pass
         deadline = time.monotonic() + 5
         while self.pids and time.monotonic() < deadline:
-            try:
-                self.reap()
-            except redis.RedisError:
-                self._reap_quietly()
+            self._collect_exited()
             time.sleep(0.01)
-        # hand back what is still reserved here (a claim whose executor
-        # exited before running it, an actor to restart elsewhere), then
-        # delete the registration and the executors' keys; briefly, when
-        # Redis does not answer (whoever finds this node dead does it then)
+        # hand back what is still reserved here (what the executors killed
+        # just now held, a claim whose executor exited before running it, an
+        # actor to restart elsewhere), then delete the registration and the
+        # executors' keys; briefly, when Redis does not answer (whoever finds
+        # this node dead does it then)
         try:
-            quick = Cluster.connect(self.settings.replace(outage_budget=2.0, socket_timeout=2.0))
+            quick = Cluster.connect(
+                self.settings.replace(
+                    outage_budget=STOP_BUDGET, connect_timeout=1.0, socket_timeout=2.0
+                )
+            )
             try:
+                self.recover_orphans(quick)
                 recovery.recover_node(quick, self.node_id)
             finally:
                 quick.close()
@@ -562,6 +634,7 @@ class NodeAgent:
         # undo the deregistration (a heartbeat for an unknown node is refused)
         self._halt.set()
         self.cluster.close()
+        runtime_env_cache.remove_node_dir(self.settings.prefix, self.node_id)
 
     def _reap_quietly(self) -> None:
         while self.pids:

@@ -1,0 +1,188 @@
+"""Task events: one record per task that ended, for the state API.
+
+An executor adds the record (``XADD {redray}:task:events MAXLEN ~ cap``) to
+the batch that already carries the task's ``complete.lua`` call, so the
+record costs no round trip of its own. The stream is capped (about
+``MAX_TASK_EVENTS`` entries, all jobs together; ``REDRAY_TASK_EVENTS_MAX``
+in a node's environment overrides it) and outlives jobs, as Ray's task
+events outlive theirs. Times are the executor's wall clock (display only;
+liveness never reads them). A task submitted with
+``enable_task_events=False`` carries ``"task_events": False`` in its spec's
+``extra`` and leaves no record.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from .connections import Batch
+from .constants import MAX_TASK_EVENTS, Keys
+from .exceptions import RuntimeEnvSetupError, TaskCancelledError
+from .serialization import KIND_ERROR, Serializer
+
+
+@functools.cache
+def cap() -> int:
+    """Entries the stream keeps, about (XADD MAXLEN ~: whole stream nodes are
+    trimmed); read once per process, when the first task ends."""
+    return int(os.environ.get("REDRAY_TASK_EVENTS_MAX") or MAX_TASK_EVENTS)
+
+
+#: An error message is cut to this many characters.
+MESSAGE_LIMIT = 2_000
+#: The spec ``extra`` flag of a task that asked for no events.
+EXTRA_FLAG = "task_events"
+
+FINISHED = "FINISHED"
+FAILED = "FAILED"
+
+
+def now_ms() -> int:
+    """The executor's wall clock, in milliseconds (for display)."""
+    return int(time.time() * 1000)
+
+
+def short_name(function_name: str) -> str:
+    """Ray's ``func_or_class_name`` (the qualified name without its module)
+    from redray's ``module.qualname``: from the first ``<locals>`` scope's
+    owner, else the last name (a class's method keeps its class)."""
+    parts = function_name.split(".")
+    if "<locals>" in parts:
+        return ".".join(parts[max(parts.index("<locals>") - 1, 0) :])
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        return ".".join(parts[-2:])
+    return parts[-1]
+
+
+def enabled(extra: dict[str, Any] | None) -> bool:
+    return not extra or extra.get(EXTRA_FLAG, True) is not False
+
+
+def error_of(serializer: Serializer, outcome: Iterable[tuple[int, bytes, list[Any]]]) -> Any:
+    """The error a task's results carry, or None; decoded only on failure."""
+    for _index, kind, frames in outcome:
+        if kind == KIND_ERROR:
+            try:
+                return serializer.loads(frames)
+            except Exception as exc:  # noqa: BLE001 - still a failure, described
+                return exc
+    return None
+
+
+def error_type(error: Any) -> str:
+    """Ray's ``ErrorType`` name for an error a task ended with."""
+    if isinstance(error, TaskCancelledError):
+        return "TASK_CANCELLED"
+    if isinstance(error, RuntimeEnvSetupError):
+        return "RUNTIME_ENV_SETUP_FAILED"
+    return "TASK_EXECUTION_EXCEPTION"
+
+
+def event(
+    *,
+    task_id: str,
+    name: str,
+    function: str,
+    task_type: str,
+    job_id: str,
+    node_id: str,
+    worker_id: str,
+    pid: int,
+    actor_id: str,
+    start_ms: int,
+    end_ms: int,
+    shape: str,
+    error: Any = None,
+) -> dict[str, str]:
+    """The stream entry's fields for one ended task."""
+    fields = {
+        "t": task_id,
+        "n": name,
+        "f": function,
+        "y": task_type,
+        "j": job_id,
+        "nd": node_id,
+        "w": worker_id,
+        "p": str(pid),
+        "a": actor_id,
+        "s": FAILED if error is not None else FINISHED,
+        "st": str(start_ms),
+        "et": str(end_ms),
+        "r": shape,
+    }
+    if error is not None:
+        fields["e"] = error_type(error)
+        fields["m"] = str(error)[:MESSAGE_LIMIT]
+    return fields
+
+
+def of_spec(
+    spec: Any,
+    *,
+    task_type: str,
+    where: tuple[str, str],
+    actor_id: str = "",
+    start_ms: int,
+    shape: str = "",
+    error: Any = None,
+) -> dict[str, str]:
+    """The record of ``spec``'s task (a ``TaskSpec``) ending now in this
+    process, on ``where`` = (node id, executor id)."""
+    function = short_name(spec.function_name)
+    return event(
+        task_id=spec.task_id,
+        name=str((spec.extra or {}).get("name") or function),
+        function=function,
+        task_type=task_type,
+        job_id=spec.job_id,
+        node_id=where[0],
+        worker_id=where[1],
+        pid=os.getpid(),
+        actor_id=actor_id,
+        start_ms=start_ms,
+        end_ms=now_ms(),
+        shape=shape,
+        error=error,
+    )
+
+
+def add(batch: Batch, keys: Keys, fields: dict[str, str]) -> None:
+    """Queue the record in ``batch`` (sent with the task's completion)."""
+    flat: list[str] = []
+    for k, v in fields.items():
+        flat += (k, v)
+    batch.command("XADD", keys.task_events, "MAXLEN", "~", cap(), "*", *flat)
+
+
+def read(client: redis.Redis, keys: Keys, count: int | None = None) -> list[dict[str, str]]:
+    """The records, newest first (one per task: the newest record of a task wins)."""
+    raw: Any = client.xrevrange(keys.task_events, count=count)
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for _entry_id, data in raw:
+        fields = {_text(k): _text(v) for k, v in data.items()}
+        tid = fields.get("t", "")
+        if tid and tid not in seen:
+            seen.add(tid)
+            out.append(fields)
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def shape_resources(shape: str, unit: int) -> dict[str, float]:
+    """``CPU=10000,GPU=0`` (resource units) -> ``{"CPU": 1.0}``."""
+    out: dict[str, float] = {}
+    for part in shape.split(";")[0].split(","):
+        name, _, units = part.partition("=")
+        if name and units.isdigit() and int(units):
+            out[name] = int(units) / unit
+    return out
