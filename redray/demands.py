@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from .constants import Keys
-from .infeasible import missing, node_totals
+from .infeasible import missing, queued
 from .resources import from_units, parse_shape
 
 
@@ -39,20 +39,14 @@ def read_demands(client: redis.Redis, keys: Keys) -> list[Demand]:
     """The shapes with queued or waiting tasks, largest backlog first."""
     raw_shapes: Any = client.hkeys(keys.shapes)
     shapes = sorted(s.decode() if isinstance(s, bytes) else str(s) for s in raw_shapes)
-    with client.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.nodes)
-        for shape in shapes:
-            # ready members are "<shape>|<seq>|<task id>": '}' sorts after '|'
-            pipe.zlexcount(keys.ready, f"[{shape}|", f"({shape}}}")
-        raw_nodes, *queued = pipe.execute()
+    totals, counts = queued(client, keys, shapes)
     waiting = _waiting_for_inputs(client, keys)
-    totals = node_totals(raw_nodes)
     out = []
-    for shape, count in zip(shapes, queued):
+    for shape, count in zip(shapes, counts):
         demand = Demand(
             shape=shape,
             resources={k: from_units(v) for k, v in parse_shape(shape).items()},
-            queued=int(count),
+            queued=count,
             waiting_for_inputs=waiting.get(shape, 0),
         )
         if demand.queued or demand.waiting_for_inputs:

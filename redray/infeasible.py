@@ -44,6 +44,19 @@ def node_totals(raw_nodes: dict[Any, Any]) -> list[dict[str, int]]:
     return [dict(info["totals"]) for info in infos if info is not None]
 
 
+def queued(
+    client: redis.Redis, keys: Keys, shapes: list[str]
+) -> tuple[list[dict[str, int]], list[int]]:
+    """The live nodes' totals and each shape's queued tasks, in one pipeline."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.nodes)
+        for shape in shapes:
+            # ready members are "<shape>|<seq>|<task id>": '}' sorts after '|'
+            pipe.zlexcount(keys.ready, f"[{shape}|", f"({shape}}}")
+        raw_nodes, *counts = pipe.execute()
+    return node_totals(raw_nodes), [int(c) for c in counts]
+
+
 class InfeasibleShapes:
     """The resource shapes this process submitted that no node could fit."""
 
@@ -75,16 +88,10 @@ class InfeasibleShapes:
         self._next_check = time.monotonic() + REPEAT_S
         shapes = sorted(self.shapes)
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self.keys.nodes)
-                for shape in shapes:
-                    # ready members are "<shape>|<seq>|<task id>": '}' sorts after '|'
-                    pipe.zlexcount(self.keys.ready, f"[{shape}|", f"({shape}}}")
-                raw_nodes, *counts = pipe.execute()
+            totals, counts = queued(self.client, self.keys, shapes)
         except redis.RedisError as exc:
             log.debug("could not re-check infeasible work: %s", exc)
             return
-        totals = node_totals(raw_nodes)
         for shape, count in zip(shapes, counts):
             lacking = missing(shape, totals)
             if not lacking:

@@ -193,6 +193,19 @@ def cluster(settings: Settings, node_factory: Any) -> Iterator[Node]:
     redray.shutdown()
 
 
+#: the secret of the ``signed`` fixture's cluster
+CLUSTER_SECRET = "cluster-secret-for-tests"
+
+
+@pytest.fixture
+def signed(settings: Settings, node_factory: Any) -> Iterator[Node]:
+    """A 2-CPU node and a driver of a cluster with a secret: payloads are signed."""
+    node = node_factory(num_cpus=2, config={"secret": CLUSTER_SECRET})
+    redray.init(address=settings.to_url(), _secret=CLUSTER_SECRET)
+    yield node
+    redray.shutdown()
+
+
 @pytest.fixture
 def connect(settings: Settings) -> Iterator[Any]:
     """Connect the driver to the session server (after starting nodes yourself)."""

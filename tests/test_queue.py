@@ -17,17 +17,6 @@ from redray.constants import Keys
 from redray.exceptions import ActorDiedError, RaySystemError
 from redray.util.queue import Empty, Full, Queue
 
-SECRET = "queue-secret-for-tests"
-
-
-@pytest.fixture
-def signed(settings, node_factory):
-    """A cluster with a secret: queue items are signed."""
-    node = node_factory(num_cpus=2, config={"secret": SECRET})
-    redray.init(address=settings.to_url(), _secret=SECRET)
-    yield node
-    redray.shutdown()
-
 
 @redray.remote
 class AsyncQueueUser:

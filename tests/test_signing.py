@@ -10,7 +10,7 @@ import pickle
 import time
 
 import pytest
-from conftest import malicious_pickle, wait_for
+from conftest import CLUSTER_SECRET, malicious_pickle, wait_for
 
 import redray
 from redray import ids
@@ -19,7 +19,7 @@ from redray.serialization import KIND_VALUE, decode_record, encode_record, pack
 from redray.signing import OBJECT, SPEC, SignatureError, Signer
 from redray.util.queue import Queue
 
-SECRET = "cluster-secret-for-tests"
+SECRET = CLUSTER_SECRET
 
 
 def malicious_record(path) -> bytes:
@@ -86,14 +86,6 @@ def test_a_large_record_is_signed_over_every_frame():
 
 
 # -- attacks on a live cluster ---------------------------------------------------------
-
-
-@pytest.fixture
-def signed(settings, node_factory):
-    node = node_factory(num_cpus=2, config={"secret": SECRET})
-    redray.init(address=settings.to_url(), _secret=SECRET)
-    yield node
-    redray.shutdown()
 
 
 @redray.remote
