@@ -147,19 +147,22 @@ class Mailbox:
             return None
 
     # -- publishing --------------------------------------------------------------------
-    def publish(self, done: list[Done]) -> None:
+    def publish(self, done: list[Done], first: bool = True) -> None:
         """Publish results and acknowledge their entries; across a Redis outage
         this is retried (it is idempotent), never re-run: a method call must not
         change the actor's state twice. Terminate if a call asked to."""
+        events = first
         while True:
             try:
                 self.rt.settle()  # nested submissions and puts reach Redis before the results
                 output.flush()  # and what the calls printed
                 pipe = Batch(self.rt.client)
-                terminate = self._queue_publish(pipe, done)
+                terminate = self._queue_publish(pipe, done, events)
                 pipe.execute()
                 break
             except TRANSIENT:
+                # complete.lua is idempotent; the events' XADD is not: sent once
+                events = False
                 self.ex.wait_for_redis()
         for item in done:
             self.running.discard(item.entry_id)
@@ -172,8 +175,8 @@ class Mailbox:
         self.rt.settle()
         output.flush()
         pipe = Batch(self.rt.cluster.single_lane)
-        if self._queue_publish(pipe, done):
-            self.publish(done)
+        if self._queue_publish(pipe, done, events=True):
+            self.publish(done)  # raises Terminate: this batch is never sent
         pipe.command(*self._read_command())
         try:
             reply = pipe.execute(timeout=READ_BLOCK_MS / 1000 + BLOCK_MARGIN)[-1]
@@ -181,11 +184,11 @@ class Mailbox:
             # the publish is idempotent: done again; the read may have
             # delivered entries we never saw: they are read back first
             self.reread = True
-            self.publish(done)
+            self.publish(done, first=False)
             return self.read()
         return entries(reply)
 
-    def _queue_publish(self, pipe: Batch, done: list[Done]) -> bool:
+    def _queue_publish(self, pipe: Batch, done: list[Done], events: bool) -> bool:
         """Add each call's publish to ``pipe``: one complete.lua call per entry
         that publishes its results and acknowledges and deletes the entry in one
         atomic step. True if asked to terminate."""
@@ -195,7 +198,7 @@ class Mailbox:
             spec = item.spec
             entry = item.entry_id.decode()
             if spec is not None:
-                if task_events.enabled(spec.extra):
+                if events and task_events.enabled(spec.extra):
                     task_events.add(pipe, self.rt.keys, _call_event(self, item, spec))
                 self.rt.scripts.complete(
                     task_id=spec.task_id,
