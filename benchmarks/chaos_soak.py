@@ -94,6 +94,7 @@ import redis
 
 import redray as ray
 from redray.constants import Keys
+from redray.node_launch import module_command
 from redray.server import ServerProcess, free_port, launch_server, wait_ready
 from redray.settings import Settings
 
@@ -235,7 +236,7 @@ def start_node(
     log_path = str(workdir / "logs" / f"node-{node_id}.log")
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "redray.workers.node", json.dumps(node_config)],
+            module_command("redray.workers.node", json.dumps(node_config)),
             env=worker_env(),
             start_new_session=True,
             stdin=subprocess.DEVNULL,

@@ -63,6 +63,7 @@ import redis
 
 import redray as ray
 from redray.constants import Keys
+from redray.node_launch import module_command
 from redray.server import ServerProcess, start_server
 from redray.settings import Settings
 
@@ -274,7 +275,7 @@ def start_node(
         "min_executors": executors,
         "max_executors": executors,
     }
-    cmd = [sys.executable, "-m", "redray.workers.node", json.dumps(config)]
+    cmd = module_command("redray.workers.node", json.dumps(config))
     proc = subprocess.Popen(cmd, env=worker_env(), start_new_session=True, stdin=subprocess.DEVNULL)
     try:
         client = settings.client(blocking=True)

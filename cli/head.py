@@ -22,12 +22,15 @@ import redis
 
 from redray import acl, api
 from redray.constants import DEFAULT_PREFIX
+from redray.dashboard import launch
+from redray.dashboard.server import is_loopback
 from redray.node_launch import NodeStartError, module_command, spawn_node, wait_node_ready
 from redray.server import start_server
 from redray.settings import Settings
 from redray.workers.node import NodeConfig
 
 from .credentials import CLUSTER_USER, shown
+from .dashboard_command import TOKEN_ENV
 from .processes import (
     child_env,
     describe,
@@ -58,6 +61,22 @@ class HeadServer:
     appendonly: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class DashboardConfig:
+    """Where ``start --head`` serves its dashboard (the token, if any, comes
+    from REDRAY_DASHBOARD_TOKEN in the environment, never from argv)."""
+
+    host: str
+    port: int
+
+    def check(self) -> None:
+        if not is_loopback(self.host) and not os.environ.get(TOKEN_ENV):
+            raise click.UsageError(
+                f"--dashboard-host {self.host} needs {TOKEN_ENV} in the environment (cluster "
+                "state is user data), or pass --include-dashboard false."
+            )
+
+
 def running_head() -> dict[str, Any] | None:
     for entry in read_state():
         if entry.get("kind") == "server" and live_process(entry) is not None:
@@ -65,7 +84,15 @@ def running_head() -> dict[str, Any] | None:
     return None
 
 
-def start_head(node: NodeConfig, head: HeadServer, secret: str, timeout: float) -> None:
+def start_head(
+    node: NodeConfig,
+    head: HeadServer,
+    secret: str,
+    timeout: float,
+    dashboard: DashboardConfig | None = None,
+) -> None:
+    if dashboard is not None:
+        dashboard.check()
     running = running_head()
     if running is not None:
         raise click.ClickException(
@@ -86,9 +113,13 @@ def start_head(node: NodeConfig, head: HeadServer, secret: str, timeout: float) 
     address = server["address"]
     write_address(address)
     write_atomic(api.secret_file(), secret + "\n")
+    api.dashboard_file().unlink(missing_ok=True)
+    board = None if dashboard is None else _launch_dashboard(dashboard, settings, session, timeout)
     where = api.address_file()
     click.echo(f"Started a redray head: {describe(server)} and {describe(node_entry)}.")
     click.echo(f"Logs: {session / 'logs'}")
+    if board is not None:
+        click.echo(f"Dashboard: {board['url']} (pid {board['pid']})")
     click.echo("")
     click.echo(f"Cluster address: {shown(address)} (password protected)")
     click.echo(f"The address with its password is in {where} (readable by you only),")
@@ -129,6 +160,30 @@ def start_joined(node: NodeConfig, settings: Settings, timeout: float) -> None:
     click.echo(f"Started {describe(entry)} in the cluster at {settings.display}.")
     click.echo(f"Logs: {session / 'logs'}")
     click.echo("To stop it (and whatever else `redray start` started here): redray stop")
+
+
+def _launch_dashboard(
+    config: DashboardConfig, settings: Settings, session: Path, timeout: float
+) -> dict[str, Any] | None:
+    """Start ``redray dashboard`` in a session of its own and wait until it
+    listens; None, with a warning, if it does not (the cluster runs on
+    without it, as Ray's does)."""
+    log_path = session / "logs" / "dashboard.log"
+    try:
+        proc, url = launch.spawn(
+            settings, config.host, config.port, log_path, timeout=timeout, env=child_env()
+        )
+    except launch.DashboardStartError as exc:
+        click.echo(f"Warning: {exc}\nThe cluster runs without a dashboard.", err=True)
+        return None
+    try:
+        entry = entry_for(proc.pid, "dashboard", url=url, log=str(log_path))
+    except psutil.NoSuchProcess:
+        return None
+    record(entry)
+    # what `init()` shows as ``dashboard_url``: host:port, as Ray gives it
+    write_atomic(api.dashboard_file(), launch.host_port(url) + "\n")
+    return entry
 
 
 def _undo(started: list[dict[str, Any]]) -> None:

@@ -5,6 +5,7 @@
   background; ``redray start --address URL`` adds a background node to a cluster.
 * ``redray stop``: stop what ``redray start`` started on this machine.
 * ``redray status``: the nodes and resources of a cluster.
+* ``redray dashboard``: a live web page of a cluster's state (``redray/dashboard``).
 
 One module per concern: ``processes.py`` records and stops what ``start``
 started (detached, output in ``<tmp>/redray-sessions/session_*/logs``);
@@ -27,13 +28,14 @@ import redis
 
 import redray
 from redray import acl, api
-from redray.constants import DEFAULT_PREFIX, RESOURCE_UNIT, Keys
+from redray.constants import DASHBOARD_HOST, DASHBOARD_PORT, DEFAULT_PREFIX, RESOURCE_UNIT, Keys
 from redray.demands import read_demands
 from redray.workers.node import NodeAgent, NodeConfig
 
 from . import state_commands
 from .credentials import CLUSTER_USER, head_password, read_secret, secret_option
-from .head import HeadServer, launch_server, start_head, start_joined
+from .dashboard_command import dashboard_command
+from .head import DashboardConfig, HeadServer, launch_server, start_head, start_joined
 from .logs_command import logs_command
 from .options import (
     check_executors,
@@ -108,7 +110,17 @@ def worker(
         ) from None
 
 
-_HEAD_ONLY = ("port", "host", "password", "password_file", "redis_server", "appendonly")
+_HEAD_ONLY = (
+    "port",
+    "host",
+    "password",
+    "password_file",
+    "redis_server",
+    "appendonly",
+    "include_dashboard",
+    "dashboard_host",
+    "dashboard_port",
+)
 
 
 @cli.command()
@@ -158,6 +170,30 @@ _HEAD_ONLY = ("port", "host", "password", "password_file", "redis_server", "appe
     help="Persist the head's Redis data (append-only file in the session directory).",
 )
 @click.option(
+    "--include-dashboard",
+    type=bool,
+    default=True,
+    show_default=True,
+    envvar="REDRAY_INCLUDE_DASHBOARD",
+    help="Also start the dashboard (`redray dashboard`) in the background; 'false': not.",
+)
+@click.option(
+    "--dashboard-host",
+    default=DASHBOARD_HOST,
+    show_default=True,
+    envvar="REDRAY_DASHBOARD_HOST",
+    help="Interface the dashboard listens on; any but a loopback one needs "
+    "REDRAY_DASHBOARD_TOKEN in the environment.",
+)
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(1, 65535),
+    default=DASHBOARD_PORT,
+    show_default=True,
+    envvar="REDRAY_DASHBOARD_PORT",
+    help="Port of the dashboard.",
+)
+@click.option(
     "--startup-timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=30.0,
@@ -182,6 +218,9 @@ def start(
     min_free_memory: float | None,
     redis_server: str | None,
     appendonly: bool,
+    include_dashboard: bool,
+    dashboard_host: str,
+    dashboard_port: int,
     startup_timeout: float,
     secret_file: str | None,
 ) -> None:
@@ -220,7 +259,8 @@ def start(
             host, port, head_password(password, password_file), redis_server, appendonly
         )
         secret = read_secret(secret_file) or os.environ.get("REDRAY_SECRET")
-        start_head(node, server, secret or secrets.token_hex(32), startup_timeout)
+        dashboard = DashboardConfig(dashboard_host, dashboard_port) if include_dashboard else None
+        start_head(node, server, secret or secrets.token_hex(32), startup_timeout, dashboard)
     else:
         assert address is not None
         start_joined(node, resolve(address, secret_file=secret_file), startup_timeout)
@@ -239,9 +279,11 @@ def stop(force: bool, grace_period: float) -> None:
     """Stop the nodes and servers `redray start` started on this machine."""
     with state_lock():
         entries = read_state()
-        nodes = [e for e in entries if e.get("kind") == "node"]
-        others = [e for e in entries if e.get("kind") != "node"]
-        # nodes first: they deregister from the server and stop their executors
+        first = ("node", "dashboard")
+        nodes = [e for e in entries if e.get("kind") in first]
+        others = [e for e in entries if e.get("kind") not in first]
+        # nodes (and the dashboard's driver) first: they deregister from the
+        # server, and the nodes stop their executors
         stopped, not_running, failed = stop_entries(nodes, force=force, grace=grace_period)
         more = stop_entries(others, force=force, grace=grace_period)
         stopped += more[0]
@@ -250,6 +292,7 @@ def stop(force: bool, grace_period: float) -> None:
         write_state(failed)
     api.address_file().unlink(missing_ok=True)
     api.secret_file().unlink(missing_ok=True)
+    api.dashboard_file().unlink(missing_ok=True)
     for entry in stopped:
         click.echo(f"Stopped {describe(entry)}.")
     for entry in not_running:
@@ -353,6 +396,7 @@ def dead_letters_command(address: str | None, count: int) -> None:
 
 cli.add_command(launch_server)
 cli.add_command(logs_command)
+cli.add_command(dashboard_command)
 state_commands.register(cli)  # redray list / summary / get
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -117,7 +118,8 @@ def check_executors(min_executors: int | None, max_executors: int | None) -> Non
 def resolve(address: str, option: str = "--address", secret_file: str | None = None) -> Settings:
     """The settings of ``address`` ('auto': the cluster ``redray start``
     started), with the cluster secret (``--secret-file``, REDRAY_SECRET, or
-    the one ``redray start`` keeps for the cluster it started here)."""
+    the one ``redray start`` keeps for the cluster it started here) and, for
+    an address without a password, ``REDRAY_PASSWORD``."""
     try:
         resolved = api._resolve_address(address)
     except ConnectionError as exc:
@@ -129,9 +131,14 @@ def resolve(address: str, option: str = "--address", secret_file: str | None = N
         )
     secret = api.resolve_secret(resolved, read_secret(secret_file))
     try:
-        return Settings.from_url(resolved, secret=secret)
+        settings = Settings.from_url(resolved, secret=secret)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
+    password = os.environ.get("REDRAY_PASSWORD")
+    if settings.password is None and password:
+        # the address may leave the password out, so that it is not in argv
+        settings = settings.replace(password=password)
+    return settings
 
 
 def format_quantity(name: str, value: float) -> str:

@@ -28,7 +28,7 @@ LOCK_FILE_NAME = "started.lock"
 #: Largest difference (seconds) between a recorded and a live process creation time
 #: for both to be the same process.
 CREATE_TIME_TOLERANCE = 1.0
-KIND_NAMES = {"node": "node agent", "server": "Redis server"}
+KIND_NAMES = {"node": "node agent", "server": "Redis server", "dashboard": "dashboard"}
 
 
 # -- where things live ----------------------------------------------------------------------

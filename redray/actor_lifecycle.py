@@ -180,6 +180,11 @@ def process_exited(
         cluster.scripts.actor_restarting(actor_id, how, memory is not None)
         log.warning("actor %s (%s) died (%s); restarting it", cls, actor_id, how)
         return
+    if requeued == -1 and not_its_process(info, node_id, worker_id):
+        # an earlier incarnation: its node was declared dead and the actor
+        # restarted without it (the node kills it on coming back), or this
+        # exit was handled already. The actor lives on, or restarts: leave it
+        return
     death = ActorOutOfMemoryError if memory else ActorDiedError
     finalize(
         cluster,
@@ -193,6 +198,15 @@ def process_exited(
         task_id=task_id,
         worker_id=worker_id,
     )
+
+
+def not_its_process(info: dict[str, str], node_id: str, worker_id: str) -> bool:
+    """Whether the actor's record says its process is not ``worker_id`` on
+    ``node_id``: a restart is queued (``RESTARTING``), or it lives elsewhere."""
+    if info.get("state") == "RESTARTING":
+        return True
+    node, worker = info.get("node", ""), info.get("worker", "")
+    return bool((node and node != node_id) or (worker and worker_id and worker != worker_id))
 
 
 def kill_job_actors(cluster: Cluster, job_id: str) -> None:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import secrets
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,27 +21,30 @@ import redis
 from . import connections, ids, jobs, session
 from . import local_mode as local_mode_
 from .connections import connection_error
-from .constants import ADDRESS_FILE_NAME, SECRET_FILE_NAME, Keys
+from .constants import (
+    ADDRESS_FILE_NAME,
+    DASHBOARD_FILE_NAME,
+    SECRET_FILE_NAME,
+    Keys,
+)
 from .context import ClusterContext, RuntimeContext
 from .generator import ObjectRefGenerator
 from .ignored_options import is_silent, warn_once, warn_runtime_env
 from .job_config import JobConfig, set_job_defaults, validate_runtime_env
+from .local_cluster import LocalCluster, dashboard_options, local_totals
 from .log_stream import LogPrinter
-from .node_launch import NodeStartError, spawn_node, wait_node_ready
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .resources import from_units, node_info, units_of
 from .runtime import Runtime
 from .runtime_env import resolve as resolve_runtime_env
 from .serialization import Serializer
-from .server import ServerProcess, launch_server, start_server, wait_ready
 from .settings import Settings
 
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
-_NO_DASHBOARD = "redray has no dashboard"
 _NO_LOGGING = (
     "redray does not configure logging: set levels and formats with the logging "
     "module (its loggers are under 'redray')"
@@ -56,11 +56,8 @@ _IN_REDIS = "objects live in the Redis server's memory: bound it with the server
 #: values that ask for nothing redray fails to do, which stay silent; what
 #: redray does instead, said once per process when any other value is given)
 _IGNORED_INIT_OPTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
-    "include_dashboard": ((None, False), _NO_DASHBOARD),
     "allow_multiple": ((None, False), "one driver connection per process"),
     "storage": ((None,), "no cluster storage: objects live in the Redis server"),
-    "dashboard_host": ((None,), _NO_DASHBOARD),
-    "dashboard_port": ((None,), _NO_DASHBOARD),
     # redray never configures logging: neither value asks for what it does not do
     "configure_logging": ((True, False), ""),
     "logging_level": ((None, "info", "INFO", logging.INFO), _NO_LOGGING),
@@ -116,9 +113,8 @@ class _Global:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.server: ServerProcess | None = None
-        self.node_process: subprocess.Popen[bytes] | None = None
-        self.node_id: str | None = None
+        #: the private cluster init() started (empty when it joined one)
+        self.local = LocalCluster()
         self.is_driver = False
         self.log_printer: LogPrinter | None = None
 
@@ -143,6 +139,22 @@ def address_file() -> Path:
 def secret_file() -> Path:
     """Where ``redray start --head`` keeps the cluster secret (mode 0600)."""
     return address_file().with_name(SECRET_FILE_NAME)
+
+
+def dashboard_file() -> Path:
+    """Where ``redray start --head`` keeps its dashboard's URL."""
+    return address_file().with_name(DASHBOARD_FILE_NAME)
+
+
+def started_dashboard(address: str | None) -> str:
+    """The dashboard ``redray start --head`` runs for the cluster at
+    ``address`` (``host:port``, as Ray's ``dashboard_url``); "" when none."""
+    try:
+        if address is None or address_file().read_text().strip() != address:
+            return ""
+        return dashboard_file().read_text().strip()
+    except OSError:
+        return ""
 
 
 def resolve_secret(address: str | None, explicit: str | None = None) -> str | None:
@@ -266,9 +278,15 @@ def init(
     redray/local_mode.py). With an address, tasks run here and objects live
     in that cluster, as in Ray.
 
-    Ray's other keywords (``include_dashboard``, ``object_store_memory``,
-    logging, ...) are accepted; one set to a value that asks
-    for something redray does not do warns once per process, naming it.
+    ``include_dashboard=True`` (with ``dashboard_host``, ``dashboard_port``;
+    127.0.0.1:8265 by default) starts a dashboard (``redray dashboard``) for
+    a private cluster, stopped with it; its address is the context's
+    ``dashboard_url``. Joining a cluster, ``dashboard_url`` is the dashboard
+    ``redray start --head`` started there, if any.
+
+    Ray's other keywords (``object_store_memory``, logging, ...) are
+    accepted; one set to a value that asks for something redray does not do
+    warns once per process, naming it.
 
     ``_job_grace_s`` (redray only): how long this driver may stay silent
     (paused, cut off from Redis) before the cluster reaps its job; 90 s by
@@ -279,6 +297,7 @@ def init(
     secret that signs every payload redray unpickles (docs/architecture.md,
     section 13). A private cluster without one does not sign.
     """
+    dashboard = dashboard_options(kwargs)
     unknown = sorted(set(kwargs) - _IGNORED_INIT_OPTIONS.keys())
     if unknown:
         raise TypeError(f"init() got an unexpected keyword argument {unknown[0]!r}")
@@ -321,10 +340,9 @@ def init(
         secret = resolve_secret(resolved, _secret)
         try:
             if resolved is None and local_mode:
-                settings = _start_server_only(_redis_server, secret)
-                _global.node_id = ids.random_id(14)
+                settings = _global.local.start_server_only(_redis_server, secret)
             elif resolved is None:
-                settings = _start_local(
+                settings = _global.local.start(
                     num_cpus, num_gpus, resources, _redis_server, _node_startup_timeout, secret
                 )
             else:
@@ -334,7 +352,7 @@ def init(
             _teardown_local()
             raise
         if local_mode:
-            totals = _local_totals(num_cpus, num_gpus, resources) if resolved is None else None
+            totals = local_totals(num_cpus, num_gpus, resources) if resolved is None else None
             local_mode_.start(runtime.node_id or "", totals)
         session.set_runtime(runtime)
         _global.is_driver = True
@@ -345,6 +363,8 @@ def init(
             shutdown()
             raise
         set_job_defaults(job_env, job_config._default_actor_lifetime)
+        if dashboard is not None and resolved is None and not local_mode:
+            _global.local.start_dashboard(settings, *dashboard)
         if log_to_driver:
             _global.log_printer = LogPrinter(
                 runtime.client,
@@ -356,8 +376,10 @@ def init(
 
 
 def _cluster_context(runtime: Runtime) -> ClusterContext:
-    server = _global.server
-    return ClusterContext(runtime, shutdown, server.directory if server is not None else "")
+    local = _global.local
+    context = ClusterContext(runtime, shutdown, local.directory)
+    context.set_dashboard_url(local.dashboard_url or started_dashboard(runtime.settings.to_url()))
+    return context
 
 
 def _connect(
@@ -385,7 +407,7 @@ def _connect(
         worker_id,
         namespace=ns,
         serializer=serializer,
-        node_id=_global.node_id,
+        node_id=_global.local.node_id,
         heartbeat=False,
     )
     try:
@@ -397,118 +419,8 @@ def _connect(
     return runtime
 
 
-def _local_totals(
-    num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None
-) -> dict[str, float]:
-    """The one node local mode shows (Ray 2.40's showed the driver's resources)."""
-    totals = {"CPU": float(num_cpus if num_cpus is not None else os.cpu_count() or 1)}
-    if num_gpus:
-        totals["GPU"] = float(num_gpus)
-    totals.update({k: float(v) for k, v in (resources or {}).items()})
-    return totals
-
-
-def _start_server_only(binary: str | None, secret: str | None) -> Settings:
-    """Local mode's private cluster: the Redis server, no node."""
-    password = secrets.token_hex(24)
-    server = start_server(
-        binary=binary or os.environ.get("REDRAY_REDIS_SERVER") or None, password=password
-    )
-    _global.server = server
-    return Settings(host=server.host, port=server.port, password=password, secret=secret)
-
-
-def _start_local(
-    num_cpus: float | None,
-    num_gpus: float | None,
-    resources: dict[str, float] | None,
-    binary: str | None,
-    timeout: float,
-    secret: str | None,
-) -> Settings:
-    binary = binary or os.environ.get("REDRAY_REDIS_SERVER") or None
-    # The node process imports while the server starts: both take ~100 ms.
-    # A private server still listens on a port every local user can reach:
-    # without the password nobody else can run code through it.
-    password = secrets.token_hex(24)
-    server = launch_server(binary=binary, password=password)
-    _global.server = server
-    settings = Settings(host=server.host, port=server.port, password=password, secret=secret)
-    node_id = ids.random_id(14)
-    config = {
-        "address": settings.to_url(),
-        "num_cpus": num_cpus,
-        "num_gpus": num_gpus,
-        "resources": resources or {},
-        "node_id": node_id,
-        # the node stops itself and this server if the driver dies without shutdown()
-        "owner_pid": os.getpid(),
-        "server_pid": server.pid,
-        "server_dir": server.directory,
-        "secret": secret,
-    }
-    env = dict(os.environ)
-    # Executors import the driver's modules by name, as Ray's local workers do.
-    paths = [p for p in sys.path if p] + [os.getcwd()]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    _spawn_node(config, env)
-    try:
-        wait_ready(server)
-    except RuntimeError:
-        # most likely the port was taken between choosing and binding it
-        _teardown_local()
-        server = start_server(binary=binary, password=password)
-        _global.server = server
-        settings = Settings(host=server.host, port=server.port, password=password, secret=secret)
-        _spawn_node(
-            {
-                **config,
-                "address": settings.to_url(),
-                "server_pid": server.pid,
-                "server_dir": server.directory,
-            },
-            env,
-        )
-    return _wait_node(settings, node_id, timeout)
-
-
-def _spawn_node(config: dict[str, Any], env: dict[str, str]) -> None:
-    # the node's own output (and all its tasks print) goes to its log file in
-    # the server's directory: tasks' lines reach this terminal through the
-    # job's log stream, prefixed, as on any cluster
-    log_path = Path(config["server_dir"]) / "node.log"
-    with open(log_path, "ab") as log_file:
-        _global.node_process = spawn_node(
-            config, env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    _global.node_id = config["node_id"]
-
-
-def _wait_node(settings: Settings, node_id: str, timeout: float) -> Settings:
-    try:
-        wait_node_ready(settings, node_id, _global.node_process, timeout)
-    except NodeStartError as exc:
-        if exc.exit_code is not None:
-            raise RuntimeError(f"The local worker node exited with code {exc.exit_code}.") from None
-        raise RuntimeError(f"The local worker node did not start within {timeout} s.") from None
-    return settings
-
-
 def _teardown_local() -> None:
-    node = _global.node_process
-    if node is not None:
-        if node.poll() is None:
-            node.terminate()
-            try:
-                node.wait(15)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait(5)
-        _global.node_process = None
-    _global.node_id = None
-    if _global.server is not None:
-        _global.server.stop()
-        _global.server = None
+    _global.local.teardown()
 
 
 def shutdown() -> None:
@@ -531,7 +443,7 @@ def shutdown() -> None:
                 runtime.stop_flusher()  # no heartbeat may recreate keys after cleanup
             except Exception:  # noqa: BLE001 - cleanup goes on
                 pass
-            if _global.server is None:
+            if _global.local.server is None:
                 # a shared cluster: delete what this job left (a private server
                 # is about to disappear with everything in it)
                 try:

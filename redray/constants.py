@@ -38,6 +38,11 @@ MAX_PACKAGE_BYTES = 500 * 1024 * 1024
 ADDRESS_FILE_NAME = "redray_current_cluster"
 #: Beside it: the secret of the cluster `redray start --head` started (0600).
 SECRET_FILE_NAME = "redray_cluster_secret"
+#: Beside it: the URL of the dashboard `redray start --head` started.
+DASHBOARD_FILE_NAME = "redray_dashboard_url"
+#: Where a dashboard listens unless told otherwise (Ray's port).
+DASHBOARD_HOST = "127.0.0.1"
+DASHBOARD_PORT = 8265
 
 
 @dataclass(frozen=True)

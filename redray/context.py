@@ -272,6 +272,11 @@ class ClusterContext:
             "webui_url": self.dashboard_url,
         }
 
+    def set_dashboard_url(self, url: str) -> None:
+        """The cluster's dashboard (``host:port``, as Ray gives it)."""
+        self.dashboard_url = url
+        self.address_info["webui_url"] = url
+
     def __getitem__(self, key: str) -> Any:
         return self.address_info[key]
 

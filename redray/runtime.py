@@ -15,6 +15,7 @@ several of them (``get_values``, ``submit``, ``cancel``).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -37,6 +38,10 @@ from .scripts import ReturnValue
 from .serialization import KIND_ERROR, Serializer, frames_size
 from .settings import Settings
 from .submitter import Submitter
+
+_UNSET: Any = object()
+#: the task the current thread or asyncio task runs (see Runtime.current_task)
+_CURRENT_TASK: contextvars.ContextVar[Any] = contextvars.ContextVar("redray_current_task")
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +72,9 @@ class Runtime:
         self.serializer = self.cluster.serializer
         self.signer = self.cluster.signer
         self.identity = Identity(worker_id, job_id, namespace, node_id)
-        #: the task an executor is running (None in a driver): per thread,
-        #: since a threaded actor runs several calls at once (see current_task)
-        self._task_here = threading.local()
+        #: the task an executor is running (None in a driver): per thread and
+        #: per asyncio task, since a threaded or async actor runs several
+        #: calls at once (see current_task)
         self._task_main: Any = None
         #: set in an actor's process
         self.current_actor: Any = None
@@ -226,14 +231,16 @@ class Runtime:
     # -- submit --------------------------------------------------------------------------
     @property
     def current_task(self) -> Any:
-        """The TaskContext of the call this thread runs: the one it set, else
-        (threads the user started) the process's main thread's."""
-        here = self._task_here.__dict__
-        return here["task"] if "task" in here else self._task_main
+        """The TaskContext of the call this thread (or asyncio task) runs: the
+        one it set, else (threads the user started) the main thread's."""
+        task = _CURRENT_TASK.get(_UNSET)
+        return self._task_main if task is _UNSET else task
 
     @current_task.setter
     def current_task(self, task: Any) -> None:
-        self._task_here.task = task
+        # a ContextVar, not a threading.local: each asyncio task has its own
+        # copy, so concurrent calls of an async actor each see their own
+        _CURRENT_TASK.set(task)
         if threading.current_thread() is threading.main_thread():
             self._task_main = task
 

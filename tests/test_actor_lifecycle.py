@@ -192,6 +192,26 @@ if sys.argv[2] == "shutdown":
 """
 
 
+@redray.remote
+def square(x: int) -> int:
+    return x * x
+
+
+def test_actor_whose_mailbox_is_deleted_under_its_read_ends_and_gives_its_cpu_back(cluster):
+    actor = Counter.options(num_cpus=1).remote()  # holds its CPU while it lives
+    assert redray.get(actor.increment.remote(), timeout=30) == 1
+    assert _cpus() == 1
+    time.sleep(0.2)  # the actor blocks in its next read
+    runtime = redray.api.current_runtime()
+    runtime.client.delete(runtime.keys.mailbox(actor._actor_id))  # as its job's cleanup does
+    _wait_for(lambda: (_state(actor._actor_id) or {"state": "DEAD"})["state"] == "DEAD")
+    _wait_for(lambda: _cpus() == 2)
+    with pytest.raises(RayActorError):
+        redray.get(actor.increment.remote(), timeout=30)
+    # its process went back to serving tasks
+    assert redray.get(square.remote(3), timeout=30) == 9
+
+
 def test_non_detached_actor_dies_when_its_driver_shuts_down(shared_node):
     done = _run_driver(OWNED_ACTOR_DRIVER, shared_node.url, "shutdown")
     pid = int(done.stdout.split()[-1])

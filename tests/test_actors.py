@@ -255,6 +255,43 @@ def fresh_nodes(redis_server):
 # -- creation and methods -----------------------------------------------------------------
 
 
+@redray.remote
+class Latch:
+    def __init__(self) -> None:
+        self.opened = False
+
+    def open(self) -> None:
+        self.opened = True
+
+    def is_open(self) -> bool:
+        return self.opened
+
+
+@redray.remote
+class InOrder:
+    def nap(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def quick(self) -> str:
+        return "quick"
+
+    def wait_for(self, gate: ActorHandle[Latch]) -> str:
+        while not redray.get(gate.is_open.remote()):
+            time.sleep(0.01)
+        return "opened"
+
+
+def test_a_calls_result_is_not_held_back_by_a_later_call_still_running(cluster):
+    gate, actor = Latch.remote(), InOrder.remote()
+    redray.get(actor.nap.remote(0), timeout=30)
+    actor.nap.remote(0.5)  # the next two calls queue behind it: one read brings both
+    first = actor.quick.remote()
+    second = actor.wait_for.remote(gate)  # ends only once the caller has seen the first
+    assert redray.get(first, timeout=30) == "quick"
+    gate.open.remote()
+    assert redray.get(second, timeout=30) == "opened"
+
+
 def test_remote_returns_an_actor_handle_before_init_has_run(cluster):
     q = Queue()
     gate = Gate.remote(q)

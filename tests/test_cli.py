@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -203,9 +204,14 @@ def test_worker_node_via_cli_shows_up_with_its_resources(settings: Settings) -> 
 def test_start_head_init_auto_and_stop(redray_tmp: Path) -> None:
     port = free_port()
     address = f"redis://127.0.0.1:{port}/0"
-    result = run_cli("start", "--head", "--port", str(port), "--num-cpus", "1", *server_args())
+    board = str(free_port())
+    result = run_cli(
+        "start", "--head", "--port", str(port), "--num-cpus", "1",
+        "--dashboard-port", board, *server_args(),
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert address in result.stdout
+    assert f"Dashboard: http://127.0.0.1:{board}/" in result.stdout
     assert 'redray.init(address="auto")' in result.stdout
     assert "redray worker --address=auto" in result.stdout
     assert 'REDRAY_ADDRESS="$(cat ' in result.stdout
@@ -215,7 +221,7 @@ def test_start_head_init_auto_and_stop(redray_tmp: Path) -> None:
     assert saved.display == address and saved.password
     assert saved.password not in result.stdout + result.stderr
     entries = processes.read_state()
-    assert sorted(e["kind"] for e in entries) == ["node", "server"]
+    assert sorted(e["kind"] for e in entries) == ["dashboard", "node", "server"]
     procs = [psutil.Process(e["pid"]) for e in entries]
     for entry, proc in zip(entries, procs):
         assert abs(proc.create_time() - entry["create_time"]) < 0.1
@@ -229,7 +235,14 @@ def test_start_head_init_auto_and_stop(redray_tmp: Path) -> None:
     assert logs.parent.parent == redray_tmp
     assert (logs / "redis-server.log").exists()
 
-    redray.init(address="auto")
+    context = redray.init(address="auto")
+    assert context.dashboard_url == context["webui_url"] == f"127.0.0.1:{board}"
+    # the dashboard reads every panel as the head's least-privileged ACL user
+    from redray.dashboard.endpoints import ENDPOINTS
+
+    for path in ENDPOINTS:
+        with urllib.request.urlopen(f"http://{context.dashboard_url}{path}", timeout=30) as reply:
+            assert reply.status == 200, path
     assert redray.get(double.remote(21)) == 42
     assert [n["NodeID"] for n in redray.nodes()] == [node["node_id"]]
     assert redray.cluster_resources()["CPU"] == 1
@@ -243,14 +256,16 @@ def test_start_head_init_auto_and_stop(redray_tmp: Path) -> None:
     second = CliRunner().invoke(cli, ["start", "--head", "--port", str(free_port())])
     assert second.exit_code == 1
     assert "already running" in second.output
-    assert len(processes.read_state()) == 2
+    assert len(processes.read_state()) == 3
 
     stopped = CliRunner().invoke(cli, ["stop"])
     assert stopped.exit_code == 0, stopped.output
     assert f"Stopped node agent (pid {node['pid']}" in stopped.output
     assert "Stopped Redis server" in stopped.output
+    assert "Stopped dashboard" in stopped.output
     assert wait_gone(procs + executors, 1) == []
     assert not api.address_file().exists()
+    assert not api.dashboard_file().exists()
     assert not processes.state_file().exists()
 
     again = CliRunner().invoke(cli, ["stop"])
@@ -267,7 +282,7 @@ def test_head_takes_its_password_from_a_file_and_no_process_shows_it(
     port = free_port()
     result = run_cli(
         "start", "--head", "--port", str(port), "--num-cpus", "1",
-        "--password-file", str(pw_file), *server_args(),
+        "--password-file", str(pw_file), "--dashboard-port", str(free_port()), *server_args(),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     try:
@@ -294,7 +309,7 @@ def test_head_takes_its_password_from_a_file_and_no_process_shows_it(
         procs = [psutil.Process(e["pid"]) for e in processes.read_state()]
         lines = [" ".join(p.cmdline()) for p in procs]
         lines += [" ".join(c.cmdline()) for p in procs for c in p.children(recursive=True)]
-        assert len(lines) >= 3  # the server, the node and an executor
+        assert len(lines) >= 4  # the server, the node, an executor and the dashboard
         assert not any(secret in line for line in lines)
     finally:
         stopped = CliRunner().invoke(cli, ["stop"])

@@ -108,7 +108,8 @@ def test_start_status_stop_and_tasks_work_from_a_directory_with_another_redray(
 ) -> None:
     here = decoy_directory(tmp_path / "clone")
     port = str(free_port())
-    head = ["start", "--head", "--port", port, "--num-cpus", "1", *server_args()]
+    head = ["start", "--head", "--port", port, "--num-cpus", "1", "--include-dashboard", "false"]
+    head += server_args()
     started = run_redray(tmp_path, *head, cwd=here)
     assert started.returncode == 0, started.stdout + started.stderr
     entries = processes.read_state()

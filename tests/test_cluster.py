@@ -244,7 +244,7 @@ def test_embedded_init_and_shutdown_leave_no_process_port_or_temp_dir(tmp_path, 
     redray.init(num_cpus=1)
     runtime = redray.api.current_runtime()
     port = runtime.settings.port
-    server_dir = redray.api._global.server.directory
+    server_dir = redray.api._global.local.server.directory
     started = _local_processes() - before
     assert started, "init started no process"
     assert redray.get(echo.remote(41)) == 41

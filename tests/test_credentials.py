@@ -27,7 +27,7 @@ PASSWORD = "s3cret-" + uuid.uuid4().hex
 def embedded():
     redray.init(num_cpus=1)
     try:
-        yield redray.api._global.server
+        yield redray.api._global.local.server
     finally:
         redray.shutdown()
 
@@ -78,17 +78,25 @@ def test_no_password_in_the_arguments_of_the_embedded_node_and_its_executors(emb
     assert not any(embedded.password in line for line in lines)
 
 
-def test_a_worker_given_the_address_in_its_environment_shows_no_password(password_server):
+@pytest.mark.parametrize("how", ["address in REDRAY_ADDRESS", "password in REDRAY_PASSWORD"])
+def test_a_worker_given_its_credentials_in_its_environment_shows_no_password(password_server, how):
     settings = Settings(host=password_server.host, port=password_server.port, password=PASSWORD)
     node_id = uuid.uuid4().hex[:16]
     env = worker_env()
-    env["REDRAY_ADDRESS"] = settings.to_url()
+    args = []
+    if how == "address in REDRAY_ADDRESS":
+        env["REDRAY_ADDRESS"] = settings.to_url()
+    else:
+        # as the compose file's `redray worker --address redis://redis:6379` could
+        env["REDRAY_PASSWORD"] = PASSWORD
+        args = ["--address", settings.replace(password=None).to_url()]
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "redray.cli.main",
             "worker",
+            *args,
             "--node-id",
             node_id,
             "--num-cpus",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import warnings
+from typing import Any
 
 import psutil
 from conftest import worker_env
@@ -23,10 +25,26 @@ def add(a, b):
 
 redray.init(num_cpus=1)
 rt = redray.api.current_runtime()
-node = redray.api._global.node_process.pid
-server = redray.api._global.server
+node = redray.api._global.local.node_process.pid
+server = redray.api._global.local.server
 assert redray.get(add.remote(1, 2)) == 3
 print(json.dumps({"node": node, "server": server.pid, "dir": server.directory}), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+LOCAL_MODE_DRIVER = """
+import json, os, signal
+import redray
+
+@redray.remote
+def add(a, b):
+    return a + b
+
+redray.init(local_mode=True)
+server = redray.api._global.local.server
+guard = redray.api._global.local.server_guard.pid
+assert redray.get(add.remote(1, 2)) == 3
+print(json.dumps({"guard": guard, "server": server.pid, "dir": server.directory}), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -56,24 +74,43 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_killed_embedded_driver_takes_its_node_and_server_down(tmp_path):
+def _driver_info(script: str, cwd: Any) -> dict[str, Any]:
+    """Run a driver script; the pids and directory it printed last."""
     done = subprocess.run(
-        [sys.executable, "-c", EMBEDDED_DRIVER],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
         env=worker_env(),
-        cwd=tmp_path,
+        cwd=cwd,
     )
-    info = json.loads(done.stdout.strip().splitlines()[-1])
-    deadline = time.monotonic() + 15
-    while not (_gone(info["node"]) and _gone(info["server"])) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _gone(info["node"])
-    assert _gone(info["server"])
-    import os
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]), returncode=done.returncode)
 
+
+def _all_gone(*pids: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return all(_gone(p) for p in pids)
+
+
+def test_killed_embedded_driver_takes_its_node_and_server_down(tmp_path):
+    info = _driver_info(EMBEDDED_DRIVER, tmp_path)
+    assert _all_gone(info["node"], info["server"])
     assert not os.path.exists(info["dir"])
+
+
+def test_killed_local_mode_driver_takes_its_server_down(tmp_path):
+    info = _driver_info(LOCAL_MODE_DRIVER, tmp_path)
+    assert _all_gone(info["server"], info["guard"])
+    assert not os.path.exists(info["dir"])
+
+
+def test_local_mode_shutdown_stops_the_servers_guard(tmp_path):
+    script = LOCAL_MODE_DRIVER.replace("os.kill(os.getpid(), signal.SIGKILL)", "redray.shutdown()")
+    info = _driver_info(script, tmp_path)
+    assert info["returncode"] == 0
+    assert _gone(info["guard"]) and _gone(info["server"])
 
 
 def test_killed_driver_job_is_cleaned_up_by_the_cluster(settings, node_factory, redis_client):

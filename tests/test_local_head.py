@@ -44,7 +44,10 @@ def run_driver(args: str = "") -> tuple[dict[str, object], str]:
 def head(redray_tmp: Path) -> Iterator[str]:
     """A head started with ``redray start --head``; its node id. Stopped after."""
     port = str(free_port())
-    result = run_cli("start", "--head", "--port", port, "--num-cpus", "1", *server_args())
+    result = run_cli(
+        "start", "--head", "--port", port, "--num-cpus", "1", "--include-dashboard", "false",
+        *server_args(),
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     [node] = [e["node_id"] for e in processes.read_state() if e["kind"] == "node"]
     yield node

@@ -131,7 +131,7 @@ def test_task_runs_in_the_drivers_pid_and_starts_no_node(tmp_path: Path) -> None
         @redray.remote
         def pid():
             return os.getpid()
-        print(redray.get(pid.remote()) == os.getpid(), api._global.node_process is None)
+        print(redray.get(pid.remote()) == os.getpid(), api._global.local.node_process is None)
         """,
         tmp_path,
     )
@@ -157,7 +157,7 @@ def test_shutdown_leaves_no_process_behind(tmp_path: Path) -> None:
     out = _driver(
         """
         import atexit, psutil
-        print(api._global.server.pid)
+        print(api._global.local.server.pid)
         # after the shutdown that follows: what this driver still has running
         atexit.register(lambda: print(len(psutil.Process().children(recursive=True))))
         """,

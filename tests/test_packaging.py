@@ -41,6 +41,9 @@ def test_wheel_holds_only_the_redray_package(wheel: Path) -> None:
     assert "redray/cli/main.py" in names
     assert "redray/lua/claim.lua" in names
     assert "redray/py.typed" in names
+    assert {f"redray/dashboard/static/{n}" for n in ("index.html", "app.js", "style.css")} <= set(
+        names
+    )
 
 
 def test_wheel_runs_a_task_from_its_install_dir(wheel: Path, tmp_path: Path) -> None:

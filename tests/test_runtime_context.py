@@ -5,6 +5,7 @@ id objects (``JobID``, ``TaskID``, ``NodeID``, ``ActorID``) with a
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 
 import pytest
@@ -64,6 +65,33 @@ def test_get_task_name_in_an_actor_call_is_class_dot_method(cluster) -> None:
 
 def test_get_task_name_in_a_driver_is_none(cluster) -> None:
     assert redray.get_runtime_context().get_task_name() is None
+
+
+@redray.remote
+class AsyncIntrospect:
+    def __init__(self) -> None:
+        self.second_started = asyncio.Event()
+
+    async def first(self) -> tuple[str | None, str | None, str | None]:
+        before = redray.get_runtime_context().get_task_id()
+        await self.second_started.wait()  # the second call runs meanwhile
+        context = redray.get_runtime_context()
+        return before, context.get_task_id(), context.get_task_name()
+
+    async def second(self) -> str | None:
+        self.second_started.set()
+        await asyncio.sleep(0)
+        return redray.get_runtime_context().get_task_id()
+
+
+def test_calls_awaited_at_once_in_an_async_actor_each_see_their_own_task(cluster) -> None:
+    actor = AsyncIntrospect.remote()
+    first = actor.first.remote()
+    second = actor.second.remote()
+    before, after, name = redray.get(first, timeout=30)
+    assert before == after == first.task_id().hex()
+    assert name == "AsyncIntrospect.first"
+    assert redray.get(second, timeout=30) == second.task_id().hex()
 
 
 # -- the deprecated properties ---------------------------------------------------------------

@@ -262,6 +262,42 @@ def test_zip_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert not (tmp_path / "zeros.bin").exists()
 
 
+def _cached_package(root: Path, digest: str, size: int, used_at: float) -> None:
+    (root / digest).mkdir(parents=True)
+    (root / digest / "data.bin").write_bytes(b"x" * size)
+    use = root / f".{digest}.use"
+    use.touch()
+    os.utime(use, (used_at, used_at))
+
+
+def test_node_cache_past_its_limit_removes_the_least_recently_used_packages(
+    tmp_path: Path,
+) -> None:
+    from workers.runtime_env_cache import evict
+
+    for n, digest in enumerate(["old", "middle", "new"]):
+        _cached_package(tmp_path, digest, 1000, used_at=1000.0 + n)
+    assert evict(str(tmp_path), limit=2000) == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "middle",
+        "new",
+    ]
+
+
+def test_node_cache_never_removes_a_package_a_task_runs_in(tmp_path: Path) -> None:
+    import fcntl
+
+    from workers.runtime_env_cache import evict
+
+    for n, digest in enumerate(["in_use", "idle"]):
+        _cached_package(tmp_path, digest, 1000, used_at=1000.0 + n)
+    with open(tmp_path / ".in_use.use", "a") as held:  # as a running task holds it
+        fcntl.flock(held, fcntl.LOCK_SH)
+        assert evict(str(tmp_path), limit=0) == ["idle"]
+    assert (tmp_path / "in_use" / "data.bin").exists()
+    assert evict(str(tmp_path), limit=0) == ["in_use"]  # released: it may go now
+
+
 def test_function_from_a_working_dir_module_runs(
     cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,7 +68,7 @@ def test_init_starts_the_binary_named_by_redray_redis_server(monkeypatch):
     monkeypatch.setenv("REDRAY_REDIS_SERVER", chosen)
     redray.init(num_cpus=1)
     try:
-        pid = redray.api._global.server.pid
+        pid = redray.api._global.local.server.pid
         assert psutil.Process(pid).exe() == os.path.realpath(chosen)
     finally:
         redray.shutdown()

@@ -40,6 +40,11 @@ class Counter:
     def broken(self) -> None:
         raise KeyError("actor-call boom")
 
+    def wait_for_file(self, path: str) -> str:
+        while not os.path.exists(path):
+            time.sleep(0.02)
+        return path
+
 
 def _task(ref: redray.ObjectRef) -> state.TaskState:
     task = state.get_task(ref)
@@ -210,6 +215,22 @@ def test_a_finished_actor_call_is_an_actor_task_of_its_actor(cluster):
     assert task.type == "ACTOR_TASK" and task.actor_id == counter._actor_id
     assert task.func_or_class_name == "Counter.value"
     assert task.start_time_ms is not None and task.start_time_ms <= (task.end_time_ms or 0)
+
+
+def test_an_actor_call_running_is_running_and_those_behind_it_wait(cluster, tmp_path):
+    counter = Counter.remote()
+    redray.get(counter.value.remote())
+    gate = tmp_path / "go"
+    running = counter.wait_for_file.remote(str(gate))
+    queued = counter.value.remote()
+    wait_for(lambda: _state_of(running) == "RUNNING", what="the call running")
+    task = _task(running)
+    assert task.type == "ACTOR_TASK" and task.actor_id == counter._actor_id
+    assert task.name == "Counter.wait_for_file" and task.node_id == cluster.node_id
+    assert _state_of(queued) == "SUBMITTED_TO_WORKER"
+    gate.touch()
+    assert redray.get([running, queued], timeout=30) == [str(gate), 1]
+    wait_for(lambda: _state_of(queued) == "FINISHED", what="the queued call ended")
 
 
 def test_a_failed_actor_call_is_failed_with_its_error(cluster):

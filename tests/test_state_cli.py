@@ -3,11 +3,10 @@ against a real cluster."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from conftest import run_cli, wait_for
+from conftest import run_cli, run_python, wait_for
 
 import redray
 from redray.util import state
@@ -143,10 +142,19 @@ def test_get_an_unknown_actor_fails(settings, cluster):
     assert done.returncode != 0 and "No actor" in done.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("yaml") is not None, reason="PyYAML is installed")
+def test_list_nodes_as_yaml_is_yaml_of_the_nodes(settings, cluster):
+    import yaml
+
+    nodes = yaml.safe_load(_ok("list", "nodes", "--format", "yaml", "--address", settings.to_url()))
+    assert [n["node_id"] for n in nodes] == [cluster.node_id]
+
+
 def test_yaml_without_pyyaml_is_refused_clearly(settings, cluster):
-    done = run_cli("list", "nodes", "--format", "yaml", "--address", settings.to_url())
-    assert done.returncode != 0 and "PyYAML" in done.stderr
+    # PyYAML is a test dependency: the CLI runs here as if it were not installed
+    code = "import sys; sys.modules['yaml'] = None; from redray.cli.main import cli; cli()"
+    url = settings.to_url()
+    done = run_python("-c", code, "list", "nodes", "--format", "yaml", "--address", url)
+    assert done.returncode != 0 and "PyYAML" in done.stderr, done.stderr
 
 
 def test_timeline_writes_a_chrome_trace_of_the_tasks_that_ended(settings, cluster, tmp_path):

@@ -116,10 +116,11 @@ class Actor:
         except ActorExit:
             return self._exit(entry_id, spec)
 
-    def _call(self, spec: ts.TaskSpec) -> list[ReturnValue]:
-        rt = self.rt
-        held = rt.current_actor
-        rt.current_task = TaskContext(
+    def _task_context(self, spec: ts.TaskSpec) -> TaskContext:
+        """What ``get_runtime_context()`` tells the call: its own task id and
+        name, the actor's node, worker and what the actor holds."""
+        held = self.rt.current_actor
+        return TaskContext(
             task_id=spec.task_id,
             job_id=spec.job_id,
             node_id=self.ex.node_id,
@@ -128,6 +129,10 @@ class Actor:
             gpu_ids=list(held.gpu_ids) if held else [],
             function_name=spec.function_name,
         )
+
+    def _call(self, spec: ts.TaskSpec) -> list[ReturnValue]:
+        rt = self.rt
+        rt.current_task = self._task_context(spec)
         try:
             try:
                 method = self._method(spec)
@@ -166,6 +171,14 @@ class Actor:
         unrun = self._unrun(entry_id, spec, poll=False)
         if unrun is not None:
             return unrun
+        # this asyncio task's own copy (a ContextVar): calls awaited at once do not mix
+        self.rt.current_task = self._task_context(spec)
+        try:
+            return await self._execute_awaited(entry_id, spec, io)
+        finally:
+            self.rt.current_task = None
+
+    async def _execute_awaited(self, entry_id: bytes, spec: ts.TaskSpec, io: Any) -> Done:
         try:
             method = self._method(spec)
             args, kwargs = await asyncio.get_running_loop().run_in_executor(

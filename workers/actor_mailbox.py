@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import redis
+
 from redray import dead_letters, rejections, task_events
 from redray import task_spec as ts
 from redray.connections import BLOCK_MARGIN, TRANSIENT, Batch, blocking_call
 from redray.constants import MAILBOX_GROUP
+from redray.exceptions import RaySystemError
 from redray.scripts import ReturnValue
 from redray.signing import SignatureError
 
@@ -30,6 +33,21 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 
 class Terminate(Exception):
     """A published call asked the actor to end (``__ray_terminate__``, ``exit_actor()``)."""
+
+
+class MailboxGone(Terminate):
+    """The actor's mailbox was deleted under its read: it was killed, or its job ended."""
+
+
+def _deleted(exc: BaseException) -> bool:
+    """Whether a read failed because its stream or group is gone (Redis ends
+    a blocked XREADGROUP with UNBLOCKED when its key is deleted, and later
+    reads get NOGROUP)."""
+    err = exc.__cause__ if isinstance(exc, RaySystemError) else exc
+    return isinstance(err, redis.ResponseError) and str(err).startswith(("UNBLOCKED", "NOGROUP"))
+
+
+_GONE = "its mailbox was deleted (the actor was killed or its job ended)"
 
 
 class Done(NamedTuple):
@@ -75,6 +93,10 @@ class Mailbox:
             )
         except TRANSIENT:
             self.reread = True
+            raise
+        except (redis.ResponseError, RaySystemError) as exc:
+            if _deleted(exc):
+                raise MailboxGone(_GONE) from None
             raise
         return entries(reply)
 
@@ -186,6 +208,10 @@ class Mailbox:
             self.reread = True
             self.publish(done, first=False)
             return self.read()
+        except RaySystemError as exc:
+            if _deleted(exc):
+                raise MailboxGone(_GONE) from None
+            raise
         return entries(reply)
 
     def _queue_publish(self, pipe: Batch, done: list[Done], events: bool) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from redray import ids
 from redray import task_spec as ts
-from redray.actor_lifecycle import finalize
+from redray.actor_lifecycle import actor_info, finalize, not_its_process
 from redray.connections import TRANSIENT
 from redray.context import ActorContext, TaskContext
 from redray.exceptions import ActorDiedError, ActorOutOfMemoryError, RayTaskError
@@ -29,7 +29,7 @@ from redray.scripts import Claimed
 from . import slots as sl
 from .actor_calls import Actor
 from .actor_cancels import Cancels
-from .actor_mailbox import Done, Mailbox, Terminate
+from .actor_mailbox import Done, Mailbox, MailboxGone, Terminate
 from .actor_serving import serve
 from .execution import Host, apply_env, arguments, user_traceback
 
@@ -104,6 +104,16 @@ class ActorRunner:
         actor = Actor(ex, spec, instance, self.mailbox, self.cancels)
         try:
             self._serve(actor)
+        except MailboxGone as gone:
+            info = actor_info(self.rt.cluster, self.actor_id)
+            if info and not_its_process(info, ex.node_id, ex.worker_id):
+                return  # a copy the actor moved away from: the live one is not ours to end
+            self._finalize(
+                ActorDiedError(
+                    f"The actor {spec.function_name} ({self.actor_id}) ended: {gone}.",
+                    actor_id=self.actor_id,
+                )
+            )
         except Terminate:
             self._finalize(
                 ActorDiedError(

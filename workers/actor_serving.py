@@ -17,6 +17,7 @@ from redray import task_spec as ts
 
 from . import concurrency_groups as cg
 from .actor_calls import Actor
+from .actor_late_publish import LatePublisher
 from .actor_mailbox import Done, Terminate
 
 #: calls a concurrent actor reads ahead of their results, at least
@@ -36,12 +37,22 @@ def serve(actor: Actor) -> None:
 
 
 def serve_in_order(actor: Actor) -> None:
-    """One call at a time, in mailbox order; results go out with the next read."""
+    """One call at a time, in mailbox order; results go out with the next
+    read, or before it if a later call of the same read runs long."""
     mailbox = actor.mailbox
-    entries = mailbox.read()
-    while not actor.ex.stopping:
-        done = actor.execute_all(entries)
-        entries = mailbox.publish_and_read(done) if done else mailbox.read()
+    late = LatePublisher(mailbox)
+    try:
+        entries = mailbox.read()
+        while not actor.ex.stopping:
+            for entry_id, fields in entries:
+                if actor.terminating:
+                    break  # none after __ray_terminate__
+                late.starting()
+                late.finished(actor.execute(entry_id, fields))
+            done = late.take()
+            entries = mailbox.publish_and_read(done) if done else mailbox.read()
+    finally:
+        late.close()
 
 
 def serve_threaded(actor: Actor) -> None:

@@ -12,12 +12,11 @@ content hash.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import signal
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 
@@ -25,19 +24,18 @@ from redray import dead_letters, ids, rejections, session, task_events
 from redray import task_spec as ts
 from redray.connections import TRANSIENT, blocking_call
 from redray.context import TaskContext
-from redray.exceptions import RaySystemError, RayTaskError, RuntimeEnvSetupError, TaskCancelledError
-from redray.generator import DynamicObjectRefGenerator
-from redray.object_ref import ObjectRef
+from redray.exceptions import RaySystemError
 from redray.resources import from_units, memory_limit, parse_reservation, parse_shape
 from redray.runtime import Runtime
 from redray.scripts import NO_OWNER, Claimed, ReturnValue
-from redray.serialization import KIND_ERROR, KIND_VALUE
+from redray.serialization import KIND_ERROR
 from redray.settings import Settings
 from redray.signing import SignatureError
 
 from . import execution as ex
 from . import output
 from . import slots as sl
+from .task_call import Retry, TaskCall
 
 log = logging.getLogger("redray.executor")
 
@@ -84,6 +82,7 @@ class Executor:
         self.single = self.runtime.cluster.single
         self.lane = self.runtime.cluster.single_lane
         self.functions = ex.FunctionCache(self.runtime)
+        self.call = TaskCall(self)
         self.shapes: list[str] = []
         self._shapes_at = 0.0
         self.current: Claimed | None = None
@@ -328,8 +327,8 @@ class Executor:
             function_name=spec.function_name,
             name=str((spec.extra or {}).get("name") or ""),
         )
-        outcome = self.execute(spec, gpus)
-        if isinstance(outcome, _Retry):
+        outcome = self.call.run(spec, gpus)
+        if isinstance(outcome, Retry):
             # re-queued while the budget lasts; after it, the last error stands
             shape = claimed.reservation.partition(";")[0]
             if (
@@ -504,163 +503,6 @@ class Executor:
         self.runtime.current_task = None
         return None if self.stopping else self._claim()
 
-    def execute(self, spec: ts.TaskSpec, gpus: dict[str, int]) -> Any:
-        """Run the task; returns [(index, kind, frames)] to publish, or a _Retry.
-
-        Index 1.. are the return values; a streaming generator publishes its
-        items as it goes and returns only its end record (index 0).
-        """
-        runtime = self.runtime
-        indexes = ts.result_indexes(spec)
-
-        def fail(kind_frames: list[Any]) -> list[Any]:
-            return [(i, KIND_ERROR, kind_frames) for i in indexes]
-
-        try:
-            # first: the function may come from the task's working_dir or py_modules
-            saved_env = ex.apply_env(spec, gpus, self.totals)
-        except RuntimeEnvSetupError as exc:
-            return fail(runtime.error_frames(exc))
-        try:
-            fn = self.functions.load(spec)
-            args, kwargs = ex.arguments(runtime, spec)
-        except ex.DependencyFailed as failed:
-            ex.restore_env(saved_env)
-            return fail(failed.frames)
-        except Exception as exc:  # noqa: BLE001 - reported on the caller's ObjectRef
-            ex.restore_env(saved_env)
-            return fail(runtime.error_frames(ex.task_error(spec, exc)))
-        runtime.children = []
-        streamed = 0
-        try:
-            if runtime.cancel_requested:
-                raise KeyboardInterrupt  # cancelled between claim and start
-            self.in_user_code = True
-            try:
-                result = fn(*args, **kwargs)
-                if spec.num_returns in ("streaming", "dynamic"):
-                    result = self._drain(spec, result)
-                    streamed = len(result)
-                elif inspect.isgenerator(result) and isinstance(spec.num_returns, int):
-                    if spec.num_returns > 1:
-                        result = ex.generator_returns(spec, result, spec.num_returns)
-            finally:
-                self.in_user_code = False
-        except KeyboardInterrupt:
-            self._cancel_children()
-            return fail(runtime.error_frames(TaskCancelledError(spec.task_id)))
-        except ex.StreamFailed as stream_error:
-            # the values before the error were published; the error is the next item
-            if spec.num_returns == "dynamic":
-                return self._dynamic_end(spec, stream_error.count, stream_error.error)
-            return self._stream_end(spec, stream_error.count, stream_error.error)
-        except Exception as exc:  # noqa: BLE001 - becomes the task's error
-            if runtime.cancel_requested:
-                self._cancel_children()
-                return fail(runtime.error_frames(TaskCancelledError(spec.task_id)))
-            err = ex.task_error(spec, exc)
-            if self._should_retry(spec, exc):
-                return _Retry(fail(runtime.error_frames(err)))
-            return fail(runtime.error_frames(err))
-        finally:
-            ex.restore_env(saved_env)
-        if spec.num_returns == "streaming":
-            return self._stream_end(spec, streamed, None)
-        if spec.num_returns == "dynamic":
-            return self._dynamic_end(spec, streamed, None)
-        n = int(spec.num_returns)
-        if n == 0:
-            return []
-        if isinstance(result, ex.GeneratorReturns):
-            return self._generator_results(spec, indexes, result)
-        values = [result]
-        if n > 1:
-            try:
-                values = list(result)
-            except TypeError:
-                values = []
-            if len(values) != n:
-                msg = (
-                    f"Task {spec.function_name} returned {_count(result)} values, but "
-                    f"num_returns={n}."
-                )
-                return fail(runtime.error_frames(ex.failure(spec, msg)))
-        return self._values(spec, indexes, values)
-
-    def _generator_results(
-        self, spec: ts.TaskSpec, indexes: list[int], got: ex.GeneratorReturns
-    ) -> Any:
-        """The values a ``num_returns=n`` generator yielded, then its error in
-        the results it did not reach (or a retry, if retry_exceptions allows)."""
-        if got.error is None:
-            return self._values(spec, indexes, got.values)
-        error = self.runtime.error_frames(got.error)
-        if got.raised is not None and self._should_retry(spec, got.raised):
-            return _Retry([(i, KIND_ERROR, error) for i in indexes])
-        k = len(got.values)
-        return self._values(spec, indexes[:k], got.values) + [
-            (i, KIND_ERROR, error) for i in indexes[k:]
-        ]
-
-    def _values(self, spec: ts.TaskSpec, indexes: list[int], values: list[Any]) -> list[Any]:
-        return [
-            (i, *ex.value_frames(self.runtime, spec, i, value)) for i, value in zip(indexes, values)
-        ]
-
-    def _drain(self, spec: ts.TaskSpec, gen: Any) -> list[int]:
-        """Publish a generator's values one by one, as they are produced."""
-        if not inspect.isgenerator(gen):
-            raise TypeError(
-                f"{spec.function_name} has num_returns={spec.num_returns!r} but did not return "
-                f"a generator (it returned {type(gen).__name__})."
-            )
-        first = 2 if spec.num_returns == "dynamic" else 1
-        published: list[int] = []
-        while True:
-            try:
-                value = next(gen)
-            except StopIteration:
-                return published
-            except Exception as exc:  # noqa: BLE001 - delivered in order, after the values
-                if spec.num_returns == "dynamic" and self._should_retry(spec, exc):
-                    raise
-                raise ex.StreamFailed(len(published), ex.task_error(spec, exc)) from None
-            index = first + len(published)
-            self.publish_item(spec, index, *ex.value_frames(self.runtime, spec, index, value))
-            published.append(index)
-
-    def publish_item(self, spec: ts.TaskSpec, index: int, kind: bytes, frames: list[Any]) -> None:
-        oid = ids.return_id(spec.task_id, index)
-        ret = self.runtime.return_value(oid, kind, frames, self.worker_id)
-        self.runtime.settle()
-        self.scripts.complete(
-            task_id=spec.task_id,
-            job_id=spec.job_id,
-            owner=spec.owner,
-            node_id=self.node_id,
-            returns=[ret],
-            final=False,
-            retry=True,
-        )
-
-    def _dynamic_end(self, spec: ts.TaskSpec, count: int, error: RayTaskError | None) -> list[Any]:
-        """``num_returns="dynamic"``: the task's one result is the generator of
-        its values' refs (values at indexes 2..); an error the generator
-        raised is the last of them, as in Ray."""
-        if error is not None:
-            self.publish_item(spec, count + 2, KIND_ERROR, self.runtime.error_frames(error))
-            count += 1
-        refs: list[ObjectRef[Any]] = [
-            ObjectRef(ids.return_id(spec.task_id, i + 2), None) for i in range(count)
-        ]
-        return self._values(spec, [1], [DynamicObjectRefGenerator(refs)])
-
-    def _stream_end(self, spec: ts.TaskSpec, count: int, error: RayTaskError | None) -> list[Any]:
-        if error is not None:
-            count += 1
-            self.publish_item(spec, count, KIND_ERROR, self.runtime.error_frames(error))
-        return [(0, KIND_VALUE, self.runtime.serializer.dumps(count))]
-
     def cancel_requested_here(self) -> bool:
         """Whether the node was asked to cancel the task this executor runs."""
         slots, current = self.slots, self.current
@@ -669,38 +511,6 @@ class Executor:
             and current is not None
             and slots.cancel_request(self.slot) == current.task_id
         )
-
-    def _cancel_children(self) -> None:
-        """cancel(recursive=True): the tasks this task submitted go too."""
-        if self.slots is not None and not self.slots.cancel_recursive(self.slot):
-            return
-        for child in self.runtime.children:
-            try:
-                self.runtime.cancel(ids.return_id(child, 1), force=False)
-            except Exception:  # noqa: BLE001 - best effort
-                log.debug("could not cancel child task %s", child)
-
-    def _should_retry(self, spec: ts.TaskSpec, exc: BaseException) -> bool:
-        retry = spec.retry_exceptions
-        if not retry or spec.max_retries == 0:
-            return False
-        if retry is True:
-            return True
-        return isinstance(exc, tuple(retry))
-
-
-class _Retry(NamedTuple):
-    """An application error that retry_exceptions allows to retry; ``results``
-    are published if the retry budget is spent."""
-
-    results: list[Any]
-
-
-def _count(value: Any) -> str:
-    try:
-        return str(len(value))
-    except TypeError:
-        return f"a single {type(value).__name__}"
 
 
 def executor_main(

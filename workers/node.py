@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import redis
 
-from redray import ids, jobs, recovery
+from redray import ids, jobs, recovery, server_guard
 from redray.cluster import Cluster
 from redray.connections import TRANSIENT, BudgetRetry, blocking_call
 from redray.constants import Keys
@@ -570,19 +570,7 @@ class NodeAgent:
 
     def stop_owned_server(self) -> None:
         """The embedded driver died: take its private server down with us."""
-        import shutil
-
-        pid = self.config.server_pid
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 5
-                while jobs.process_started(pid) is not None and time.monotonic() < deadline:
-                    time.sleep(0.02)
-            except ProcessLookupError:
-                pass
-        if self.config.server_dir:
-            shutil.rmtree(self.config.server_dir, ignore_errors=True)
+        server_guard.stop_owned_server(self.config.server_pid, self.config.server_dir)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True

@@ -9,6 +9,14 @@ it, no links, the total size capped) and renamed into place, so concurrent
 executors on the node see either nothing or the whole package. The node
 agent removes its directory when it stops.
 
+While a task or actor runs in a package it holds a shared ``flock`` on the
+package's ``.<sha256>.use`` file (and touches it). Past ``CACHE_BYTES`` of
+unpacked packages, the executor that unpacked one removes the least recently
+used packages it can lock exclusively, so no package in use is ever removed
+and the node's disk use stays bounded while it runs. The ``.use`` files stay
+(empty): removing a lock file while another process has it open would let two
+processes each believe they hold "the" lock.
+
 For a task, ``enter`` makes the ``working_dir`` its current directory and the
 first entry of ``sys.path``, and puts each ``py_modules`` package's directory
 on ``sys.path``; ``leave`` puts the directory and ``sys.path`` back and forgets
@@ -27,7 +35,7 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from redray import constants, dead_letters, session
 from redray.exceptions import RuntimeEnvSetupError
@@ -37,6 +45,9 @@ from redray.signing import PACKAGE, SignatureError
 #: bytes of a package once unpacked, at most (a zip bomb is refused past it)
 MAX_UNPACKED_BYTES = 2 * constants.MAX_PACKAGE_BYTES
 _CHUNK = 1024 * 1024
+#: bytes of unpacked packages a node keeps before removing unused ones
+#: (Ray's default for its working_dir cache is 10 GB too)
+CACHE_BYTES = 10 * 1024**3
 
 
 def node_dir(prefix: str, node_id: str) -> str:
@@ -49,9 +60,10 @@ def remove_node_dir(prefix: str, node_id: str) -> None:
     shutil.rmtree(node_dir(prefix, node_id), ignore_errors=True)
 
 
-def ensure(job_id: str, uri: str) -> str:
+def ensure(job_id: str, uri: str) -> tuple[str, IO[str]]:
     """The unpacked directory of the package ``uri`` on this node, fetched
-    first if this node has none; RuntimeEnvSetupError if it cannot be had."""
+    first if this node has none, and the open ``.use`` file that keeps it
+    from being removed until closed; RuntimeEnvSetupError if it cannot be had."""
     runtime = session.current_runtime()
     try:
         digest = digest_of(uri)
@@ -59,13 +71,31 @@ def ensure(job_id: str, uri: str) -> str:
         raise RuntimeEnvSetupError(str(exc)) from None
     root = node_dir(runtime.keys.prefix, runtime.identity.node_id or "driver")
     target = os.path.join(root, digest)
-    if os.path.isdir(target):
-        return target
     os.makedirs(root, exist_ok=True)
+    # in use before looking: an eviction under way finishes first, or waits for us
+    use = _hold(root, digest)
+    try:
+        if not os.path.isdir(target):
+            _unpack_once(runtime, job_id, root, digest, target)
+            evict(root, CACHE_BYTES)
+    except BaseException:
+        use.close()
+        raise
+    return target, use
+
+
+def _hold(root: str, digest: str) -> IO[str]:
+    use = open(os.path.join(root, f".{digest}.use"), "a")  # noqa: SIM115 - held while in use
+    fcntl.flock(use, fcntl.LOCK_SH)
+    os.utime(use.fileno())  # the least recently used go first
+    return use
+
+
+def _unpack_once(runtime: Any, job_id: str, root: str, digest: str, target: str) -> None:
     with open(os.path.join(root, f".{digest}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.isdir(target):
-            return target  # another executor unpacked it while this one waited
+            return  # another executor unpacked it while this one waited
         data = _fetch(runtime, job_id, digest)
         scratch = tempfile.mkdtemp(prefix=f".{digest}.", dir=root)
         try:
@@ -74,7 +104,46 @@ def ensure(job_id: str, uri: str) -> str:
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-    return target
+
+
+def evict(root: str, limit: int) -> list[str]:
+    """Remove the least recently used packages under ``root`` that nobody
+    holds, until what is left is at most ``limit`` bytes; the digests removed."""
+    sizes = {d: _size(os.path.join(root, d)) for d in os.listdir(root) if not d.startswith(".")}
+    total = sum(sizes.values())
+    removed: list[str] = []
+    for digest in sorted(sizes, key=lambda d: _last_used(root, d)):
+        if total <= limit:
+            break
+        with open(os.path.join(root, f".{digest}.use"), "a") as use:
+            try:
+                fcntl.flock(use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a task or actor runs in it
+            doomed = tempfile.mkdtemp(prefix=f".{digest}.gone.", dir=root)
+            os.rename(os.path.join(root, digest), os.path.join(doomed, digest))
+        shutil.rmtree(doomed, ignore_errors=True)
+        total -= sizes[digest]
+        removed.append(digest)
+    return removed
+
+
+def _last_used(root: str, digest: str) -> float:
+    try:
+        return os.stat(os.path.join(root, f".{digest}.use")).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _size(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _fetch(runtime: Any, job_id: str, digest: str) -> bytes:
@@ -158,6 +227,8 @@ class Entered:
     cwd: str | None = None
     path: list[str] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
+    #: the packages' ``.use`` files, held until the task ends
+    holds: list[IO[str]] = field(default_factory=list)
 
 
 #: what the task running in this process entered (an executor runs one task
@@ -172,9 +243,17 @@ def enter(job_id: str, runtime_env: dict[str, Any] | None) -> None:
     modules = [m for m in env.get("py_modules") or () if is_uri(m)]
     if not is_uri(working_dir) and not modules:
         return
-    dirs = [ensure(job_id, m) for m in modules]
-    wd = ensure(job_id, str(working_dir)) if is_uri(working_dir) else None
-    entered = Entered(path=list(sys.path), dirs=dirs + ([wd] if wd else []))
+    held: list[tuple[str, IO[str]]] = []
+    try:
+        for uri in modules + ([str(working_dir)] if is_uri(working_dir) else []):
+            held.append(ensure(job_id, uri))
+    except BaseException:
+        for _, use in held:
+            use.close()
+        raise
+    dirs = [d for d, _ in held[: len(modules)]]
+    wd = held[-1][0] if is_uri(working_dir) else None
+    entered = Entered(path=list(sys.path), dirs=[d for d, _ in held], holds=[u for _, u in held])
     for d in reversed(dirs):
         sys.path.insert(0, d)
     if wd is not None:
@@ -189,6 +268,8 @@ def leave() -> None:
     if not _current:
         return
     entered = _current.pop()
+    for use in entered.holds:
+        use.close()  # its package may be evicted from now on
     if entered.cwd is not None:
         try:
             os.chdir(entered.cwd)

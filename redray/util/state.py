@@ -12,8 +12,10 @@ Task states: ``PENDING_ARGS_AVAIL`` (waiting for inputs),
 ``RUNNING_IN_RAY_GET`` (blocked in ``get``, its CPU given back),
 ``FINISHED``, ``FAILED`` (a task cancelled before it ran: ``FAILED`` with
 ``error_type`` ``TASK_CANCELLED``). An actor's creation task is
-``FINISHED`` once the actor is alive. Actor method calls are listed once
-they end (``ACTOR_TASK``), not while they wait or run.
+``FINISHED`` once the actor is alive. Actor method calls (``ACTOR_TASK``)
+are read from their actors' mailboxes while they wait
+(``SUBMITTED_TO_WORKER``) or run (``state_calls.py``), from the event
+stream once they end.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..constants import RESOURCE_UNIT
 from ..ids import TASK_ID_LEN, task_of
 from ..resources import from_units, node_info
 from ..runtime import Runtime
+from .state_calls import live_actor_calls
 from .state_schema import (
     DEFAULT_LIMIT,
     ActorState,
@@ -230,7 +233,8 @@ def _int(value: str | None) -> int | None:
 def _all_tasks(rt: Runtime) -> list[TaskState]:
     ended = _ended_tasks(rt)
     done = {t.task_id for t in ended}
-    return [t for t in _live_tasks(rt) if t.task_id not in done] + ended
+    live = _live_tasks(rt) + live_actor_calls(rt, _actor_records(rt))
+    return [t for t in live if t.task_id not in done] + ended
 
 
 def get_task(
