@@ -19,10 +19,10 @@ import time
 from types import FrameType
 
 import click
-import psutil
 
 from redray.dashboard.launch import READY_PREFIX
 from redray.dashboard.server import DEFAULT_HOST, DEFAULT_PORT, DashboardServer
+from redray.jobs import process_started
 
 from .credentials import secret_option
 from .options import resolve
@@ -101,11 +101,7 @@ def dashboard_command(
 def _watch_owner(pid: int, server: DashboardServer) -> None:
     """Stop the dashboard once the driver that started it is gone (its
     private cluster goes with it), even if that driver was killed."""
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
+    started = process_started(pid)
+    while started is not None and process_started(pid) == started:
         time.sleep(0.5)
     server.stop()

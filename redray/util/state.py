@@ -44,6 +44,7 @@ from .state_schema import (
     check_filters,
     select,
 )
+from .state_schema import text as _text
 
 __all__ = [
     "ActorState",
@@ -72,10 +73,6 @@ ACTOR_CREATION_TASK = "ACTOR_CREATION_TASK"
 
 def _runtime() -> Runtime:
     return session.current_runtime()
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _lister(cls: type[R], source: Callable[[Runtime], list[R]], doc: str) -> Callable[..., list[R]]:

@@ -21,6 +21,7 @@ from .. import task_spec as ts
 from ..constants import MAILBOX_GROUP
 from ..runtime import Runtime
 from .state_schema import TaskState
+from .state_schema import text as _text
 
 #: calls listed per actor, at most (a listing never reads a whole backlog)
 PER_ACTOR = 1000
@@ -94,7 +95,3 @@ def _at_once(rt: Runtime, creation_id: str, creation: bytes | None) -> int:
     default = ASYNC_DEFAULT if extra.get("is_async") else 1
     base = int(extra.get("max_concurrency") or default)
     return base + sum(int(n) for n in groups.values() if isinstance(n, int))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -21,6 +21,11 @@ DEFAULT_LIMIT = 100
 PREDICATES = ("=", "!=")
 
 
+def text(value: Any) -> str:
+    """A Redis reply (bytes) or a value as text."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def column(*, filterable: bool = False, detail: bool = False, default: Any = None) -> Any:
     meta = {"filterable": filterable, "detail": detail}
     if isinstance(default, (dict, list)):
