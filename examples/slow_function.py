@@ -1,10 +1,10 @@
 """Four slow tasks run in parallel (seed: "Ray Tasks", slow_function_ray.py).
 
 The tutorial sleeps 3 s per call and only submits the tasks; here each call
-sleeps 1 s (to keep the example quick) and the driver also waits for the
-results and prints the elapsed time, so the parallelism shows: run one after
-another the calls would take 4 s, as tasks they take about 1 s on a machine
-with 4 or more CPUs (2 s with 2 CPUs: one task per CPU at a time).
+sleeps 1 s (to keep the example quick), returns when its sleep began and
+ended, and the driver waits for the results, so the parallelism shows: run
+one after another the calls would take 4 s; as tasks up to one per CPU runs
+at a time (all 4 at once with 4 or more CPUs, 2 at a time with 2).
 """
 
 import time
@@ -19,18 +19,22 @@ ray.init()
 
 @ray.remote
 def slow_function():
+    began = time.time()
     time.sleep(SLEEP_SECONDS)
+    return began, time.time()
 
 
 start = time.perf_counter()
 refs = []
 for _ in range(4):
     refs.append(slow_function.remote())  # returns at once: the task runs in the background
-results = ray.get(refs)
+spans = ray.get(refs)
 elapsed = time.perf_counter() - start
 
-print(f"results={results}")
+# how many sleeps were under way at the moment one of them began
+at_once = max(sum(1 for b, e in spans if b <= t < e) for t, _ in spans)
 print(
     f"4 tasks of {SLEEP_SECONDS} s each finished in {elapsed:.2f} s "
     f"(one after another they would take {4 * SLEEP_SECONDS} s)"
 )
+print(f"at most {at_once} of them ran at the same time")

@@ -21,7 +21,7 @@ COMMANDS = (
     "hexists", "hget", "hgetall", "hincrby", "hkeys", "hmget", "hscan", "hset", "hsetnx",
     "hstrlen", "hvals", "incr", "incrby", "llen", "lpop", "lpush", "ltrim", "multi", "pexpire",
     "ping", "publish", "rename", "rpush", "sadd", "script|exists", "script|load", "select",
-    "set", "smembers", "spop", "srandmember", "srem", "subscribe", "time", "unlink",
+    "set", "sismember", "smembers", "spop", "srandmember", "srem", "subscribe", "time", "unlink",
     "unsubscribe", "xack", "xadd", "xclaim", "xdel", "xgroup|create", "xgroup|createconsumer",
     "xgroup|delconsumer", "xgroup|destroy", "xpending", "xrange", "xread", "xreadgroup",
     "xrevrange", "zadd", "zcard", "zlexcount", "zrange", "zrangebylex", "zrangebyscore", "zrem",

@@ -105,6 +105,10 @@ class Keys:
         """STRING the task an executor claimed and has not finished."""
         return f"{self.shard_tag}:exec:{worker_id}"
 
+    def executor_wake(self, worker_id: str) -> str:
+        """LIST an executor's own wake token (``s``: a new shape was registered)."""
+        return f"{self.shard_tag}:exec:{worker_id}:wake"
+
     # -- cluster registry ----------------------------------------------------------
     @property
     def shapes(self) -> str:
@@ -165,7 +169,7 @@ class Keys:
         return f"{self.tag}:node:{node_id}:running"
 
     def node_wake(self, node_id: str) -> str:
-        """LIST wake tokens for the node's idle executors (resources freed, new shapes)."""
+        """LIST wake tokens for the node's idle executors (resources freed, memory back)."""
         return f"{self.tag}:node:{node_id}:wake"
 
     def node_control(self, node_id: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from . import ids
 from . import task_spec as ts
 from .cluster import Cluster
+from .constants import Keys
 from .exceptions import OutOfMemoryError, WorkerCrashedError
 from .locks import FencedLock
 from .scripts import NO_OWNER, ReturnValue, parse_record
@@ -136,10 +137,22 @@ def recover_executor(cluster: Cluster, node_id: str, worker_id: str, how: str, *
 
 def forget_executor(cluster: Cluster, node_id: str, worker_id: str) -> None:
     k = cluster.keys
-    with cluster.client.pipeline(transaction=False) as pipe:
-        pipe.delete(k.inbox(worker_id), k.submitted(worker_id), k.claim(worker_id))
+    # one transaction: shape_wake.lua pushes only to listed executors, so
+    # no push can land between the delete and the removal from the set
+    with cluster.client.pipeline(transaction=True) as pipe:
         pipe.srem(k.node_workers(node_id), worker_id)
+        pipe.delete(*worker_keys(k, worker_id))
         pipe.execute()
+
+
+def worker_keys(k: Keys, worker_id: str) -> list[str]:
+    """The keys that belong to one executor, deleted when it is gone."""
+    return [
+        k.inbox(worker_id),
+        k.submitted(worker_id),
+        k.claim(worker_id),
+        k.executor_wake(worker_id),
+    ]
 
 
 def dead_nodes(cluster: Cluster, timeout: float = NODE_TIMEOUT) -> list[str]:
@@ -187,7 +200,7 @@ def recover_node(cluster: Cluster, node_id: str) -> bool:
             )
             for raw in workers:
                 w = raw.decode()
-                pipe.delete(k.inbox(w), k.submitted(w), k.claim(w))
+                pipe.delete(*worker_keys(k, w))
             pipe.execute()
         return True
     finally:

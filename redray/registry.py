@@ -94,8 +94,9 @@ class Registry:
         if shape in self._known_shapes:
             return
         try:
-            raw: Any = self.client.hgetall(self.keys.nodes)
-            self.scripts.register_shape(shape, [n.decode() for n in raw])
+            new, raw = self.scripts.register_shape(shape)
+            if new:
+                self.scripts.wake_for_shape([n.decode(errors="replace") for n in raw])
         except redis.ConnectionError as exc:
             raise connection_error(self.settings, exc) from exc
         self._known_shapes.add(shape)

@@ -36,7 +36,7 @@ _NAMES = (
     "expired",
     "lock",
     "job_cleanup",
-    "shape",
+    "shape_wake",
     "create_actor",
     "actor_call",
     "actor_ready",
@@ -425,10 +425,35 @@ class Scripts:
         raw: Any = self.client.hkeys(self.keys.shapes)
         return [s.decode(errors="replace") for s in raw]
 
-    def register_shape(self, shape: str, node_ids: Sequence[str]) -> bool:
+    def register_shape(self, shape: str) -> tuple[bool, dict[bytes, bytes]]:
+        """Add ``shape`` to the shapes hash; returns (whether it was new, the
+        nodes hash read after it). Idempotent. The nodes, and then their
+        executors, are read after the shape is written: an executor that
+        starts later reads the shapes itself, so none is missed."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(self.keys.shapes, shape, 1)
+            pipe.hgetall(self.keys.nodes)
+            new, nodes = pipe.execute()
+        return bool(new), nodes
+
+    def wake_for_shape(self, node_ids: Sequence[str]) -> int:
+        """Push one ``s`` token onto the wake list of every live executor of
+        ``node_ids`` (shape_wake.lua); returns how many were told. Idempotent."""
         k = self.keys
-        keys = [k.shapes, *[k.node_wake(n) for n in node_ids]]
-        return bool(self._run("shape", keys, [shape], retry=True))
+        with self.client.pipeline(transaction=False) as pipe:
+            for node in node_ids:
+                pipe.smembers(k.node_workers(node))
+            listed: list[Any] = pipe.execute()
+        keys: list[str] = []
+        workers: list[str] = []
+        for node, members in zip(node_ids, listed):
+            for raw in sorted(members):
+                worker = raw.decode(errors="replace")
+                keys += [k.node_workers(node), k.executor_wake(worker)]
+                workers.append(worker)
+        if not workers:
+            return 0
+        return int(self._run("shape_wake", keys, workers, retry=True))
 
     # -- actors ---------------------------------------------------------------------
     def create_actor(

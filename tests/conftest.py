@@ -329,13 +329,15 @@ def kept_logs(client: redis.Redis, now: set[str]) -> set[str]:
 
 def _executor_keys(client: redis.Redis, keys: Keys) -> set[str]:
     """Keys a live node and its executors keep for their own life: a control
-    stream once it was written to, an executor's submission watermark."""
+    stream once it was written to, an executor's submission watermark and
+    its wake list (a new-shape token it has not read yet)."""
     out = set()
     for raw in client.hkeys(keys.nodes):
         node = raw.decode()
         out.add(keys.node_control(node))
         for w in client.smembers(keys.node_workers(node)):
             out.add(keys.submitted(w.decode()))
+            out.add(keys.executor_wake(w.decode()))
     return out
 
 

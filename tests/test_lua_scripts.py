@@ -1607,29 +1607,55 @@ def test_job_cleanup_stops_when_the_caller_lost_the_lock(
 # -- shape ----------------------------------------------------------------------------------
 
 
-def test_register_shape_wakes_every_given_node_once(scripts: Scripts, redis_client, keys) -> None:
-    assert scripts.register_shape(CPU2, ["n1", "n2"]) is True
-    assert redis_client.hexists(keys.shapes, CPU2)
-    assert wake(redis_client, keys, "n1") == [b"s"]
-    assert wake(redis_client, keys, "n2") == [b"s"]
+def test_register_shape_reports_a_new_shape_once(scripts: Scripts, redis_client, keys) -> None:
+    redis_client.hset(keys.nodes, "n1", "{}")
+    assert scripts.register_shape(CPU2) == (True, {b"n1": b"{}"})
+    assert scripts.register_shape(CPU2)[0] is False
+    assert redis_client.hkeys(keys.shapes) == [CPU2.encode()]
 
 
-def test_register_shape_again_does_nothing(scripts: Scripts, redis_client, keys) -> None:
-    scripts.register_shape(CPU2, ["n1"])
-    assert scripts.register_shape(CPU2, ["n1", "n2"]) is False
-    assert wake(redis_client, keys, "n1") == [b"s"]
-    assert wake(redis_client, keys, "n2") == []
+def test_shape_wake_tells_every_listed_executor_of_every_node(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    redis_client.sadd(keys.node_workers("n1"), "w1", "w2")
+    redis_client.sadd(keys.node_workers("n2"), "w3")
+    assert scripts.wake_for_shape(["n1", "n2"]) == 3
+    for worker in ("w1", "w2", "w3"):
+        assert redis_client.lrange(keys.executor_wake(worker), 0, -1) == [b"s"]
+    assert wake(redis_client, keys, "n1") == []  # not a node-wide token: one executor takes those
 
 
-def test_register_shape_without_nodes(scripts: Scripts, redis_client, keys) -> None:
-    assert scripts.register_shape(CPU1, []) is True
-    assert redis_client.hkeys(keys.shapes) == [CPU1.encode()]
+def test_shape_wake_skips_an_executor_its_node_no_longer_lists(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    redis_client.sadd(keys.node_workers("n1"), "w1")
+    # as recovery.forget_executor does, after a read of the set saw w2
+    assert (
+        scripts._run(
+            "shape_wake",
+            [
+                keys.node_workers("n1"),
+                keys.executor_wake("w1"),
+                keys.node_workers("n1"),
+                keys.executor_wake("w2"),
+            ],
+            ["w1", "w2"],
+        )
+        == 1
+    )
+    assert not redis_client.exists(keys.executor_wake("w2"))
 
 
-def test_node_wake_list_is_capped(scripts: Scripts, redis_client, keys) -> None:
-    for i in range(40):
-        scripts.register_shape(f"CPU={i + 1}", ["n1"])
-    assert redis_client.llen(keys.node_wake("n1")) == 16
+def test_an_executor_wake_list_holds_one_token(scripts: Scripts, redis_client, keys) -> None:
+    redis_client.sadd(keys.node_workers("n1"), "w1")
+    for _ in range(40):
+        scripts.wake_for_shape(["n1"])
+    assert redis_client.llen(keys.executor_wake("w1")) == 1
+
+
+def test_shape_wake_without_executors_runs_no_script(scripts: Scripts, redis_client, keys) -> None:
+    assert scripts.wake_for_shape([]) == 0
+    assert scripts.wake_for_shape(["nobody"]) == 0
 
 
 # -- actors -----------------------------------------------------------------------------------
@@ -1976,7 +2002,9 @@ def test_every_key_carries_the_hash_tag(scripts: Scripts, redis_client, keys) ->
     add_node(redis_client, keys, "n1", cpus=2, gpus={"0": 10_000})
     redis_client.hset(keys.nodes, "n1", "{}")
     scripts.heartbeat(keys.nodes, keys.heartbeats, "n1")
-    scripts.register_shape("CPU=10000,GPU=5000", ["n1"])
+    scripts.register_shape("CPU=10000,GPU=5000")
+    redis_client.sadd(keys.node_workers("n1"), "w1")
+    scripts.wake_for_shape(["n1"])
     scripts.subscribe("wA", ["t1r1"], True)
     submit(
         scripts,

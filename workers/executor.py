@@ -5,9 +5,9 @@ reserves its node's slots, recording the claim under the executor's name;
 when the task is done one pipeline publishes the results (``complete.lua``)
 and claims the next task, so a busy executor pays a single round trip per
 task. An idle executor blocks in BLPOP on the bells of the shapes its node
-can serve and on its node's wake list: each ready task rings one bell once,
-so one executor wakes per task, not all of them. Functions are cached by
-content hash.
+can serve, on its node's wake list and on its own (a new shape): each ready
+task rings one bell once, so one executor wakes per task, not all of them.
+Functions are cached by content hash.
 """
 
 from __future__ import annotations
@@ -212,10 +212,10 @@ class Executor:
         slice passes), then claim once."""
         self.idle = True
         self.set_state(sl.IDLE)
-        wake = self.keys.node_wake(self.node_id)
+        wakes = [self.keys.executor_wake(self.worker_id), self.keys.node_wake(self.node_id)]
         parked = time.monotonic() < self.parked_until
         listen_bells = not parked and self._taking_work()
-        keys = [wake, *([self.keys.bell(s) for s in self.shapes] if listen_bells else [])]
+        keys = [*wakes, *([self.keys.bell(s) for s in self.shapes] if listen_bells else [])]
         block = max(self.parked_until - time.monotonic(), 0.01) if parked else IDLE_WAIT
         reply = blocking_call(self.lane, block, "BLPOP", *keys, block)
         held = 0
@@ -233,15 +233,10 @@ class Executor:
                 return None
         else:
             key = bytes(reply[0]).decode()
-            if key == wake:
+            if key in wakes:
                 self.parked_until = 0.0
                 if reply[1] == b"s":
-                    known = self.shapes
-                    self.refresh_shapes()
-                    if self.shapes != known:
-                        # a new shape reaches one executor per node: pass it
-                        # on until one that already knew it takes the token
-                        self._wake_node("s")
+                    self.refresh_shapes()  # a new shape (shape_wake.lua)
             else:
                 bells = [self.keys.bell(s) for s in self.shapes]
                 held = bells.index(key) + 1 if key in bells else 0
@@ -255,13 +250,6 @@ class Executor:
             # nodes): for a moment, wait for this node to free something
             self.parked_until = time.monotonic() + PARK
         return claimed
-
-    def _wake_node(self, token: str) -> None:
-        key = self.keys.node_wake(self.node_id)
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, token)
-            pipe.ltrim(key, -16, -1)
-            pipe.execute()
 
     def _taking_work(self) -> bool:
         # the node stops taking work while its machine is short of memory
