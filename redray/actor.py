@@ -448,6 +448,13 @@ class ActorMethod:
         if options.get("concurrency_group") is not None:
             check_group(options["concurrency_group"], self._handle._meta.get("groups"), where)
             call["concurrency_group"] = options["concurrency_group"]
+        if options.get("name") is not None:
+            if not isinstance(options["name"], str):
+                raise TypeError(
+                    f"name for {where} must be a string, got {type(options['name']).__name__} "
+                    f"{options['name']!r}."
+                )
+            call["name"] = options["name"]  # the call's task name (get_task_name, state API)
         n = check_num_returns(options.get("num_returns"), where)
         if n is None:
             n = self._num_returns

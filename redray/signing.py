@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 MAGIC = b"S1"
@@ -44,6 +45,23 @@ QUEUE = b"queue"  # a util.queue.Queue item (binding: the queue's key)
 PACKAGE = b"pkg"  # a runtime_env working_dir/py_modules zip (binding: its key)
 
 
+def _small_sha256() -> Callable[..., Any]:
+    """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` before), for
+    small values: the same digests as OpenSSL's, from a few kilobytes of code.
+    A process signs or checks a value between waits, when the caches are cold,
+    and OpenSSL's provider dispatch then costs far more than the hashing: a
+    tag over a 300-byte spec measured about 54 us with cold caches through
+    OpenSSL, 18 us through this one (about 2 us either way when hot), and
+    signing four values a task cost 7-21% of a task's rate. OpenSSL stays for
+    large values, which it hashes five times faster (SHA extensions)."""
+    for name in ("_sha2", "_sha256"):
+        try:
+            return importlib.import_module(name).sha256  # type: ignore[no-any-return]
+        except (ImportError, AttributeError):
+            continue
+    return hashlib.sha256
+
+
 class SignatureError(ValueError):
     """A value failed its signature check; it was not unpickled."""
 
@@ -54,6 +72,7 @@ class Signer:
     def __init__(self, secret: str | bytes | None, prefix: str) -> None:
         self._inner: Any = None
         self._outer: Any = None
+        self._small: tuple[Any, Any] | None = None
         if secret:
             raw = secret.encode() if isinstance(secret, str) else secret
             key = hmac.new(raw, b"redray-sign-v1|" + prefix.encode(), "sha256").digest()
@@ -61,8 +80,11 @@ class Signer:
             # per tag: the hmac module's own copy() costs more than the hashing
             # of a small spec or record, which every task pays several times
             block = key.ljust(64, b"\0")
-            self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-            self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+            ipad, opad = bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
+            self._inner = hashlib.sha256(ipad)
+            self._outer = hashlib.sha256(opad)
+            small = _small_sha256()
+            self._small = (small(ipad), small(opad))
 
     @property
     def enabled(self) -> bool:
@@ -70,8 +92,11 @@ class Signer:
 
     def tag(self, role: bytes, binding: str, parts: Iterable[Any]) -> bytes:
         """The HMAC of ``parts`` (each length-prefixed) under ``role``/``binding``."""
-        assert self._inner is not None
-        inner = self._inner.copy()
+        assert self._inner is not None and self._small is not None
+        parts = list(parts)
+        size = sum(len(p) if type(p) is bytes else memoryview(p).nbytes for p in parts)
+        inner_state, outer_state = (self._inner, self._outer) if size >= _STREAM else self._small
+        inner = inner_state.copy()
         small: list[bytes] = [role, b"\0", binding.encode(), b"\0"]
         for part in parts:
             if type(part) is not bytes:
@@ -87,7 +112,7 @@ class Signer:
             small.append(_LEN(len(part)))
             small.append(part)
         inner.update(b"".join(small))
-        outer = self._outer.copy()
+        outer = outer_state.copy()
         outer.update(inner.digest())
         return bytes(outer.digest())
 

@@ -63,6 +63,19 @@ def test_get_task_name_in_an_actor_call_is_class_dot_method(cluster) -> None:
     assert redray.get(actor.task_name.remote(), timeout=30) == "Introspect.task_name"
 
 
+def test_get_task_name_in_an_actor_call_is_its_name_option_when_given(cluster) -> None:
+    actor = Introspect.remote()
+    named = actor.task_name.options(name="custom call").remote()
+    assert redray.get(named, timeout=30) == "custom call"
+    assert redray.get(actor.task_name.remote(), timeout=30) == "Introspect.task_name"
+
+
+def test_an_actor_method_name_option_that_is_not_a_string_is_refused(cluster) -> None:
+    actor = Introspect.remote()
+    with pytest.raises(TypeError, match="name for actor method task_name must be a string"):
+        actor.task_name.options(name=3)
+
+
 def test_get_task_name_in_a_driver_is_none(cluster) -> None:
     assert redray.get_runtime_context().get_task_name() is None
 

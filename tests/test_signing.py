@@ -5,8 +5,10 @@ marker must never appear, the owner gets a clear error, no process dies."""
 
 from __future__ import annotations
 
+import hmac
 import os
 import pickle
+import struct
 import time
 
 import pytest
@@ -32,6 +34,21 @@ def malicious_record(path) -> bytes:
 def test_a_sealed_value_opens_to_its_payload():
     signer = Signer(SECRET, "p")
     assert bytes(signer.open(SPEC, "t1", signer.seal(SPEC, "t1", b"payload"))) == b"payload"
+
+
+@pytest.mark.parametrize("size", [0, 300, 65_535, 65_536, 1 << 20])
+@pytest.mark.parametrize("wrap", [bytes, memoryview, bytearray])
+def test_the_tag_is_hmac_sha256_for_small_and_large_values(size, wrap):
+    # small values are hashed by CPython's own SHA-256, large ones by
+    # OpenSSL's: the tag must be the same HMAC-SHA256 either way
+    signer = Signer("secret", "redray")
+    key = hmac.new(b"secret", b"redray-sign-v1|redray", "sha256").digest()
+    payload = os.urandom(size)
+    length = struct.Struct("<Q").pack
+    expected = hmac.new(
+        key, b"spec\0t1\0" + length(2) + b"hh" + length(size) + payload, "sha256"
+    ).digest()
+    assert signer.tag(b"spec", "t1", (b"hh", wrap(payload))) == expected
 
 
 def test_a_changed_byte_fails_the_check():

@@ -128,6 +128,7 @@ class Actor:
             resources=dict(held.resources) if held else {},
             gpu_ids=list(held.gpu_ids) if held else [],
             function_name=spec.function_name,
+            name=str((spec.extra or {}).get("name") or ""),
         )
 
     def _call(self, spec: ts.TaskSpec) -> list[ReturnValue]:
