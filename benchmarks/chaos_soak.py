@@ -102,7 +102,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 
 #: keys that outlive every job by design (see tests/conftest.py)
-CLUSTER_LIFETIME = {"jobcounter", "seq", "shapes", "deadletters", "task:events"}
+CLUSTER_LIFETIME = {"jobcounter", "seq", "shapes", "deadletters", "task:ended"}
 KINDS = ("executor", "node", "redis")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from redray import api
+from redray.recovery import NODE_TIMEOUT
 from redray.resources import to_units, validate_name
 from redray.settings import Settings
 
@@ -101,6 +102,14 @@ def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             envvar="REDRAY_MIN_FREE_MEMORY",
             help="Take no new work while the machine has less memory available: bytes, or a "
             "fraction of its memory if at most 1 [default: 0.05].",
+        ),
+        click.option(
+            "--node-timeout",
+            type=click.FloatRange(min=3),
+            envvar="REDRAY_NODE_TIMEOUT",
+            help="Seconds without a heartbeat (on the Redis server's clock) after which this "
+            "node declares another node dead and recovers its tasks and actors; longer rides "
+            f"out longer pauses, shorter recovers sooner [default: {NODE_TIMEOUT:g}].",
         ),
     ]
     for option in reversed(options):

@@ -19,12 +19,13 @@ from __future__ import annotations
 COMMANDS = (
     "blpop", "del", "discard", "eval", "evalsha", "exec", "exists", "expire", "get", "hdel",
     "hexists", "hget", "hgetall", "hincrby", "hkeys", "hmget", "hscan", "hset", "hsetnx",
-    "hstrlen", "hvals", "incr", "incrby", "llen", "lpop", "lpush", "ltrim", "multi", "pexpire",
-    "ping", "publish", "rename", "rpush", "sadd", "script|exists", "script|load", "select",
-    "set", "sismember", "smembers", "spop", "srandmember", "srem", "subscribe", "time", "unlink",
-    "unsubscribe", "xack", "xadd", "xclaim", "xdel", "xgroup|create", "xgroup|createconsumer",
-    "xgroup|delconsumer", "xgroup|destroy", "xpending", "xrange", "xread", "xreadgroup",
-    "xrevrange", "zadd", "zcard", "zlexcount", "zrange", "zrangebylex", "zrangebyscore", "zrem",
+    "hstrlen", "hvals", "incr", "incrby", "llen", "lpop", "lpush", "lrange", "ltrim", "multi",
+    "pexpire", "ping", "publish", "rename", "rpush", "sadd", "script|exists", "script|load",
+    "select", "set", "sismember", "smembers", "spop", "srandmember", "srem", "subscribe", "time",
+    "unlink", "unsubscribe", "xack", "xadd", "xclaim", "xdel", "xgroup|create",
+    "xgroup|createconsumer", "xgroup|delconsumer", "xgroup|destroy", "xpending", "xrange", "xread",
+    "xreadgroup", "xrevrange", "zadd", "zcard", "zlexcount", "zrange", "zrangebylex",
+    "zrangebyscore", "zrem",
 )  # fmt: skip
 
 _GLOB = "*?[]\\"

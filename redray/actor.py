@@ -159,7 +159,15 @@ def _method_table(cls: type) -> dict[str, dict[str, Any]]:
         }
         if opts.get("concurrency_group") is not None:
             table[name]["group"] = opts["concurrency_group"]
+        if opts.get("enable_task_events") is not None:
+            table[name]["events"] = opts["enable_task_events"]
     return table
+
+
+def _check_events(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"enable_task_events for {where} must be True or False, got {value!r}.")
+    return value
 
 
 def retry_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -179,6 +187,8 @@ def retry_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
         out["max_task_retries"] = value
     if options.get("retry_exceptions") is not None:
         out["retry_exceptions"] = check_retry_exceptions(options["retry_exceptions"], where)
+    if options.get("enable_task_events") is not None:
+        out["task_events"] = _check_events(options["enable_task_events"], where)
     ignored_options.warn_options(options, ignored_options.METHOD, "actor method")
     return out
 
@@ -330,6 +340,8 @@ class ActorClass(Generic[T]):
             "is_async": self._is_async,
             "groups": groups or {},
         }
+        if opts.get("enable_task_events") is not None:
+            meta["events"] = _check_events(opts["enable_task_events"], f"actor {self._name}")
         max_restarts = opts.get("max_restarts") or 0
         fields = {
             "class_name": self._name,
@@ -495,7 +507,15 @@ class ActorHandle(Generic[T]):
         method = made.get(name) if made is not None else None
         if method is None:
             entry = methods[name]
-            method = ActorMethod(self, name, entry["num_returns"], _signature(entry.get("params")))
+            # Ray: the method's @method(enable_task_events=) wins over the actor's
+            events = entry.get("events", self._meta.get("events", True))
+            method = ActorMethod(
+                self,
+                name,
+                entry["num_returns"],
+                _signature(entry.get("params")),
+                None if events is not False else {"task_events": False},
+            )
             if made is not None:
                 made[name] = method
         return method

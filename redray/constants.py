@@ -146,9 +146,9 @@ class Keys:
 
     @property
     def task_events(self) -> str:
-        """STREAM (capped) one entry per task that ended: the state API's record
-        of finished and failed tasks (task_events.py)."""
-        return f"{self.tag}:task:events"
+        """LIST (capped) one JSON record per task that ended, newest last: the
+        state API's record of finished and failed tasks (task_events.py)."""
+        return f"{self.tag}:task:ended"
 
     @property
     def job_counter(self) -> str:

@@ -1,11 +1,14 @@
 """Task events: one record per task that ended, for the state API.
 
-An executor adds the record (``XADD {redray}:task:events MAXLEN ~ cap``) to
-the batch that already carries the task's ``complete.lua`` call, so the
-record costs no round trip of its own. The stream is capped (about
-``MAX_TASK_EVENTS`` entries, all jobs together; ``REDRAY_TASK_EVENTS_MAX``
-in a node's environment overrides it) and outlives jobs, as Ray's task
-events outlive theirs. Times are the executor's wall clock (display only;
+An executor adds the record (a JSON object, ``RPUSH {redray}:task:ended``,
+then ``LTRIM`` to the cap) to the batch that already carries the task's
+``complete.lua`` call, so the record costs no round trip of its own; an actor
+adds the records of all the calls one batch publishes in one ``RPUSH``. (One
+stream entry per call, as before, cost an actor some 15 µs a call, a fifth of
+its time on a stream of calls.) The list is capped (``MAX_TASK_EVENTS``
+records, all jobs together; ``REDRAY_TASK_EVENTS_MAX`` in a node's
+environment overrides it) and outlives jobs, as Ray's task events outlive
+theirs. Times are the executor's wall clock (display only;
 liveness never reads them). A task submitted with
 ``enable_task_events=False`` carries ``"task_events": False`` in its spec's
 ``extra`` and leaves no record.
@@ -14,6 +17,7 @@ liveness never reads them). A task submitted with
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Iterable
@@ -100,7 +104,7 @@ def event(
     shape: str,
     error: Any = None,
 ) -> dict[str, str]:
-    """The stream entry's fields for one ended task."""
+    """The record of one ended task."""
     fields = {
         "t": task_id,
         "n": name,
@@ -152,25 +156,32 @@ def of_spec(
     )
 
 
-def add(batch: Batch, keys: Keys, fields: dict[str, str]) -> None:
-    """Queue the record in ``batch`` (sent with the task's completion)."""
-    flat: list[str] = []
-    for k, v in fields.items():
-        flat += (k, v)
-    batch.command("XADD", keys.task_events, "MAXLEN", "~", cap(), "*", *flat)
+def add(batch: Batch, keys: Keys, records: list[dict[str, str]]) -> None:
+    """Queue ``records`` in ``batch`` (sent with the tasks' completions)."""
+    if records:
+        encoded = [json.dumps(r, separators=(",", ":")) for r in records]
+        batch.command("RPUSH", keys.task_events, *encoded)
+        batch.command("LTRIM", keys.task_events, -cap(), -1)
 
 
 def read(client: redis.Redis, keys: Keys, count: int | None = None) -> list[dict[str, str]]:
-    """The records, newest first (one per task: the newest record of a task wins)."""
-    raw: Any = client.xrevrange(keys.task_events, count=count)
+    """The records, newest first (one per task: the newest record of a task
+    wins); ``count`` bounds the records read. One that is not a JSON object of
+    strings (written by something else) is skipped."""
+    raw: Any = client.lrange(keys.task_events, 0 if count is None else -count, -1)
     out: list[dict[str, str]] = []
     seen: set[str] = set()
-    for _entry_id, data in raw:
-        fields = {_text(k): _text(v) for k, v in data.items()}
+    for item in reversed(raw):
+        try:
+            fields = json.loads(item)
+        except ValueError:
+            continue
+        if not isinstance(fields, dict):
+            continue
         tid = fields.get("t", "")
-        if tid and tid not in seen:
+        if isinstance(tid, str) and tid and tid not in seen:
             seen.add(tid)
-            out.append(fields)
+            out.append({str(k): _text(v) for k, v in fields.items()})
     return out
 
 

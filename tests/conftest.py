@@ -263,6 +263,16 @@ def persistent(tmp_path: Path) -> Iterator[PersistentServer]:
 
 
 @pytest.fixture
+def parallel_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large copies (redray/buffers.py) split among three threads from 1 MiB,
+    so that small test values take the threaded path."""
+    from redray import buffers
+
+    monkeypatch.setattr(buffers, "PARALLEL", buffers.HUGE)
+    monkeypatch.setattr(buffers, "_threads", lambda: 3)
+
+
+@pytest.fixture
 def proxy_factory(redis_server: ServerProcess) -> Iterator[Any]:
     """Fault-injection proxies in front of the session server (tests/faultproxy.py):
     ``make()`` starts one; point a process at it with ``settings_via(proxy)``."""
@@ -318,7 +328,7 @@ def cluster_keys(client: redis.Redis, keys: Keys) -> set[str]:
 
 #: keys that outlive every job by design: the job and ready-order counters,
 #: the registry of shapes ever submitted, the capped dead-letter and task-event streams
-CLUSTER_LIFETIME = {"jobcounter", "seq", "shapes", "deadletters", "task:events"}
+CLUSTER_LIFETIME = {"jobcounter", "seq", "shapes", "deadletters", "task:ended"}
 
 
 def kept_logs(client: redis.Redis, now: set[str]) -> set[str]:

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from conftest import gone, run_cli, server_args, start_node, wait_gone
 
 import redray
-from redray import api
+from redray import api, recovery
 from redray.cli import main, processes
 from redray.cli.main import cli
 from redray.constants import Keys
@@ -107,6 +107,7 @@ def test_worker_builds_node_config_from_envvars(fake_agent: list[Any]) -> None:
         "REDRAY_NODE_ID": "node-from-env",
         "REDRAY_MIN_EXECUTORS": "2",
         "REDRAY_MAX_EXECUTORS": "5",
+        "REDRAY_NODE_TIMEOUT": "45",
     }
     result = CliRunner().invoke(cli, ["worker"], env=env)
     assert result.exit_code == 0, result.output
@@ -116,6 +117,13 @@ def test_worker_builds_node_config_from_envvars(fake_agent: list[Any]) -> None:
     assert config.resources == {"foo": 1.5}
     assert config.node_id == "node-from-env"
     assert (config.min_executors, config.max_executors) == (2, 5)
+    assert config.node_timeout == 45
+
+
+def test_worker_node_timeout_defaults_to_the_recovery_timeout(fake_agent: list[Any]) -> None:
+    result = CliRunner().invoke(cli, ["worker", "--address", "redis://127.0.0.1:7001"])
+    assert result.exit_code == 0, result.output
+    assert fake_agent[0].node_timeout == recovery.NODE_TIMEOUT
 
 
 def test_worker_options_override_envvars(fake_agent: list[Any]) -> None:
@@ -156,6 +164,7 @@ def test_worker_address_auto_without_a_cluster_fails(
     [
         (["--num-gpus", "1.5"], "'--num-gpus'"),
         (["--num-cpus", "-1"], "'--num-cpus'"),
+        (["--node-timeout", "1"], "'--node-timeout'"),
         (["--min-executors", "4", "--max-executors", "2"], "--min-executors (4)"),
         (["--address", "http://x:1"], "'--address'"),
     ],

@@ -137,6 +137,47 @@ def test_a_task_with_enable_task_events_false_leaves_no_event(cluster):
     assert state.get_task(quiet) is None
 
 
+@redray.remote
+class Quiet:
+    @redray.method(enable_task_events=False)
+    def hidden(self) -> int:
+        return 1
+
+    def shown(self) -> int:
+        return 2
+
+
+def test_an_actor_call_with_enable_task_events_false_leaves_no_event(cluster):
+    actor = Counter.remote()
+    quiet = actor.value.options(enable_task_events=False).remote()
+    loud = actor.value.remote()
+    assert redray.get([quiet, loud]) == [1, 1]
+    wait_for(lambda: _state_of(loud) == "FINISHED", what="the other call's event")
+    assert state.get_task(quiet) is None
+
+
+def test_a_method_declared_without_task_events_leaves_no_event(cluster):
+    actor = Quiet.remote()
+    quiet, loud = actor.hidden.remote(), actor.shown.remote()
+    assert redray.get([quiet, loud]) == [1, 2]
+    wait_for(lambda: _state_of(loud) == "FINISHED", what="the other method's event")
+    assert state.get_task(quiet) is None
+
+
+def test_an_actor_without_task_events_leaves_none_unless_a_call_asks(cluster):
+    actor = Counter.options(enable_task_events=False).remote()
+    quiet = actor.value.remote()
+    loud = actor.value.options(enable_task_events=True).remote()
+    assert redray.get([quiet, loud]) == [1, 1]
+    wait_for(lambda: _state_of(loud) == "FINISHED", what="the asked-for event")
+    assert state.get_task(quiet) is None
+
+
+def test_enable_task_events_must_be_a_bool(cluster):
+    with pytest.raises(ValueError, match="enable_task_events"):
+        Counter.remote().value.options(enable_task_events="no")
+
+
 def test_filters_match_as_ray_does_and_limit_caps_the_listing(cluster):
     redray.get([add.remote(i, i) for i in range(3)])
     with pytest.raises(ValueError):
@@ -165,17 +206,38 @@ def test_state_records_answer_dict_access(cluster):
         task["no_such_field"]
 
 
-def test_the_task_event_stream_is_capped(settings, node_factory):
+def test_the_task_event_list_is_capped(settings, node_factory):
     node_factory(num_cpus=2, env={"REDRAY_TASK_EVENTS_MAX": "10"})
     redray.init(address=settings.to_url())
     try:
         redray.get([add.remote(i, 0) for i in range(400)])
         client = session.current_runtime().client
-        # trimmed by whole stream nodes (MAXLEN ~): far fewer than 400 are kept
-        wait_for(lambda: client.xlen(_events_key()) >= 10, what="events recorded")
-        assert client.xlen(_events_key()) <= 10 + 100
+        # trimmed in the batch that adds: never more than the cap
+        assert client.llen(_events_key()) == 10
+        assert len(state.list_tasks()) == 10
     finally:
         redray.shutdown()
+
+
+def test_the_task_event_list_of_an_actor_batch_is_capped(settings, node_factory):
+    node_factory(num_cpus=2, env={"REDRAY_TASK_EVENTS_MAX": "10"})
+    redray.init(address=settings.to_url())
+    try:
+        counter = Counter.remote()
+        redray.get([counter.value.remote() for _ in range(400)])
+        client = session.current_runtime().client
+        assert client.llen(_events_key()) == 10
+    finally:
+        redray.shutdown()
+
+
+def test_a_foreign_task_event_record_is_skipped(cluster):
+    redray.get(add.remote(1, 2))
+    client = session.current_runtime().client
+    wait_for(lambda: client.llen(_events_key()) >= 1, what="the event recorded")
+    client.rpush(_events_key(), b"not json", b"[1, 2]", b'{"t": 5}')
+    [task] = [t for t in state.list_tasks() if t.func_or_class_name == "add"]
+    assert task.state == "FINISHED"
 
 
 def test_summarize_tasks_counts_per_function_and_state(cluster):

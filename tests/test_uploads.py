@@ -9,7 +9,6 @@ import redis
 from conftest import wait_for
 
 import redray
-from redray import buffers
 from redray.api import current_runtime
 from redray.constants import Keys
 from redray.exceptions import ObjectStoreFullError
@@ -97,23 +96,15 @@ def test_shutdown_with_uploads_pending_leaves_no_key(settings, node_factory, red
     del refs
 
 
-# -- buffers (pure) -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("size", [10, buffers.HUGE - 1, buffers.HUGE, 3 * buffers.HUGE + 5])
-def test_frozen_copy_is_an_independent_read_only_copy(size):
-    source = bytearray(b"ab" * (size // 2) + b"c" * (size % 2))
-    copy = buffers.frozen_copy(source)
-    source[0:2] = b"zz"
-    assert copy.readonly and copy.nbytes == size
-    assert bytes(copy[:2]) == b"ab"[: min(size, 2)]
-
-
-def test_allocate_gives_zeroed_writable_buffers():
-    for size in (100, buffers.HUGE * 2):
-        buf = buffers.allocate(size)
-        view = memoryview(buf)
-        assert view.nbytes == size and not view.readonly
-        assert bytes(view[-8:]) == b"\0" * 8
-        view[0] = 1
-        view.release()
+def test_a_small_put_redis_refuses_raises_object_store_full(cluster, redis_client):
+    before = redis_client.config_get("maxmemory*")
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", 1)  # every write is refused
+    try:
+        with pytest.raises(ObjectStoreFullError, match="maxmemory"):
+            redray.put(b"x" * 100)
+    finally:
+        redis_client.config_set("maxmemory", before["maxmemory"])
+        redis_client.config_set("maxmemory-policy", before["maxmemory-policy"])
+    ref = redray.put(b"y" * 100)  # nothing stuck: the next put works
+    assert redray.get(ref) == b"y" * 100

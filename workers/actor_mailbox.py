@@ -219,13 +219,14 @@ class Mailbox:
         that publishes its results and acknowledges and deletes the entry in one
         atomic step. True if asked to terminate."""
         terminate = False
+        records: list[dict[str, str]] = []
         for item in done:
             terminate = terminate or item.terminate
             spec = item.spec
             entry = item.entry_id.decode()
             if spec is not None:
                 if events and task_events.enabled(spec.extra):
-                    task_events.add(pipe, self.rt.keys, _call_event(self, item, spec))
+                    records.append(_call_event(self, item, spec))
                 self.rt.scripts.complete(
                     task_id=spec.task_id,
                     job_id=spec.job_id,
@@ -240,6 +241,7 @@ class Mailbox:
                 # unreadable: only acknowledged (it went to the dead letters)
                 pipe.command("XACK", self.key, MAILBOX_GROUP, entry)
                 pipe.command("XDEL", self.key, entry)
+        task_events.add(pipe, self.rt.keys, records)  # one RPUSH for the batch
         return terminate
 
 

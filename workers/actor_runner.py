@@ -138,7 +138,7 @@ class ActorRunner:
         keep = f"{ex.worker_id} {keep} 0"
         rt.current_actor.resources = {k: from_units(v) for k, v in kept.items() if v > 0}
         rt.current_actor.gpu_ids = list(gpus)
-        return bool(
+        ready = bool(
             rt.scripts.actor_ready(
                 actor_id=self.actor_id,
                 node_id=ex.node_id,
@@ -148,6 +148,12 @@ class ActorRunner:
                 fields={"node": ex.node_id, "worker": ex.worker_id, "pid": os.getpid()},
             )
         )
+        if ready and release and ex.slots is not None and not ex.slots.any_idle():
+            # the CPU given back may start the next actor, but only in a new
+            # executor: the agent sleeps until poked (100 actors on 2 CPUs
+            # took 30 s, one agent wake-up a second, without this)
+            ex.slots.poke()
+        return ready
 
     def _serve(self, actor: Actor) -> None:
         """Serve the mailbox until the executor stops, across Redis outages."""

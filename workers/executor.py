@@ -363,7 +363,7 @@ class Executor:
         pipe = self.scripts.batch()
         self.scripts.complete(**args, returns=returns, claim_next=taking, pipe=pipe)
         if spec is not None and task_events.enabled(spec.extra):
-            task_events.add(pipe, self.keys, self._event(claimed, spec))
+            task_events.add(pipe, self.keys, [self._event(claimed, spec)])
         refresh = time.monotonic() - self._shapes_at >= SHAPES_EVERY
         if refresh:
             pipe.command("HKEYS", self.keys.shapes)
