@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -25,6 +25,13 @@ from .settings import Settings
 _CRLF = b"\r\n"
 #: Values at least this large are read straight into their own buffer.
 _DIRECT = 64 * 1024
+#: A large value is sent in slices of this size, ``abort_if`` asked before each.
+_SLICE = 8 * 1024 * 1024
+
+
+class Aborted(Exception):
+    """A write was given up half-way (``BulkChannel.abort_if``): the
+    connection was closed, so the server ran none of the command."""
 
 
 def _arg(value: Any) -> list[Any]:
@@ -44,6 +51,9 @@ class BulkChannel:
         self._sock: socket.socket | None = None
         self._rfile: Any = None
         self._lock = threading.Lock()
+        #: asked between the slices of a large write: True gives the write up
+        #: (an upload whose object was freed meanwhile: uploader.py)
+        self.abort_if: Callable[[], bool] | None = None
 
     def close(self) -> None:
         if self._sock is not None:
@@ -95,7 +105,10 @@ class BulkChannel:
             if small:
                 self._sock.sendall(b"".join(small))
                 small = []
-            self._sock.sendall(part)
+            for start in range(0, part.nbytes, _SLICE):
+                if self.abort_if is not None and self.abort_if():
+                    raise Aborted
+                self._sock.sendall(part[start : start + _SLICE])
         if small:
             self._sock.sendall(b"".join(small))
 
@@ -144,6 +157,9 @@ class BulkChannel:
                     self._connect()
                 try:
                     return self._call(*args)
+                except Aborted:
+                    self.close()  # the server drops the half-sent command
+                    raise
                 except (OSError, redis.ConnectionError):
                     self.close()
                     if attempt:

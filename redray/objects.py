@@ -264,11 +264,14 @@ class ObjectClient:
             log.debug("could not free %d objects now; the job's cleanup will", len(oids))
 
     def _unlink(self, oid: str, job_id: str) -> None:
+        """Free an uploaded object, or one whose upload was given up half-way
+        (its staging key, listed under the job, may exist then)."""
         k = self.keys
+        gone = (k.obj(oid), k.done(oid), k.staged(oid, ATTEMPT))
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                pipe.unlink(k.obj(oid), k.done(oid))
-                pipe.srem(k.job_keys(job_id), k.obj(oid), k.done(oid))
+                pipe.unlink(*gone)
+                pipe.srem(k.job_keys(job_id), *gone)
                 pipe.execute()
         except redis.RedisError:
             log.debug("could not free object %s now; the job's cleanup will", oid)

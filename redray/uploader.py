@@ -10,7 +10,11 @@ wait for it, exactly as a task's large result is published. Until then
 that takes the object as an argument simply waits for it like for any input.
 
 An upload that has not started when the object's last ObjectRef goes is
-dropped; one in flight is freed once it lands. While Redis is unreachable the
+dropped; one in flight is given up between two slices of its write (the
+connection is closed, so the server stores nothing) or, if it has been sent,
+freed once it lands. (A loop of ``ray.get(ray.put(x))`` on 100 MB arrays
+otherwise sent every array to Redis in full, to delete it at once: the
+sending took the CPU the next copy needed.) While Redis is unreachable the
 upload is retried; a record Redis refuses (``maxmemory``) is replaced by an
 ``ObjectStoreFullError``, so readers elsewhere get that error.
 """
@@ -25,7 +29,7 @@ from collections.abc import Callable
 
 import redis
 
-from .bulk import BulkChannel
+from .bulk import Aborted, BulkChannel
 from .reference_table import Held
 from .settings import Settings
 
@@ -58,6 +62,13 @@ class Uploader:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._bulk = BulkChannel(settings)
+        self._bulk.abort_if = self._dropped_in_flight
+
+    def _dropped_in_flight(self) -> bool:
+        # read without the lock: a set lookup, and a stale answer only
+        # delays the give-up to the next slice
+        current = self._current
+        return current is not None and current in self._free_after
 
     def submit(self, oid: str, job_id: str, held: Held) -> None:
         with self._cond:
@@ -109,6 +120,8 @@ class Uploader:
                 self._current = oid
             try:
                 self._upload(oid, job_id, held)
+            except Aborted:
+                pass  # freed while it was sent: unlinked below
             except Exception:  # noqa: BLE001 - one object must not stop the others
                 log.exception("could not upload object %s", oid)
             with self._cond:

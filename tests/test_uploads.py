@@ -108,3 +108,52 @@ def test_a_small_put_redis_refuses_raises_object_store_full(cluster, redis_clien
         redis_client.config_set("maxmemory-policy", before["maxmemory-policy"])
     ref = redray.put(b"y" * 100)  # nothing stuck: the next put works
     assert redray.get(ref) == b"y" * 100
+
+
+def test_a_put_dropped_while_it_uploads_is_given_up_and_leaves_no_key(cluster, redis_client):
+    up = current_runtime().uploader
+    asked = up._bulk.abort_if
+    dropped: list[str] = []
+
+    def drop_during_the_write() -> bool:
+        # the last ObjectRef goes while the first slice is about to be sent
+        if not dropped and up._current is not None:
+            dropped.append(up._current)
+            up.drop(up._current)
+        return asked()
+
+    up._bulk.abort_if = drop_during_the_write
+    try:
+        oid = redray.put(np.ones(2 * MiB)).hex()
+        assert up.wait_idle(timeout=30)
+    finally:
+        up._bulk.abort_if = asked
+    assert dropped == [oid]
+    assert up._bulk._sock is None  # given up: the half-sent command's connection closed
+    keys = Keys()
+    job_keys = keys.job_keys(current_runtime().job_id)
+    gone = [keys.obj(oid), keys.done(oid), keys.staged(oid, "u")]
+    assert not any(redis_client.exists(k) for k in gone)
+    assert not any(redis_client.sismember(job_keys, k) for k in gone)
+    # the channel reconnects for the next upload
+    again = redray.put(np.full(2 * MiB, 3.0))
+    assert up.wait_idle(timeout=30)
+    assert redray.get(total.remote(again), timeout=30) == 6.0 * MiB
+
+
+def test_a_bulk_write_given_up_stores_nothing_and_the_channel_recovers(settings, redis_client):
+    from redray.bulk import Aborted, BulkChannel
+
+    bulk = BulkChannel(settings)
+    calls = iter([False, True])  # the first slice goes, the second is given up
+    bulk.abort_if = lambda: next(calls, False)
+    try:
+        with pytest.raises(Aborted):
+            bulk.hset("{redray}:test:bulk", {"d": b"x" * (20 * MiB)})
+        assert not redis_client.exists("{redray}:test:bulk")
+        assert redis_client.ping()  # the server dropped the half-sent command, nothing else
+        bulk.hset("{redray}:test:bulk", {"d": b"y" * (9 * MiB)})
+        assert redis_client.hstrlen("{redray}:test:bulk", "d") == 9 * MiB
+    finally:
+        redis_client.delete("{redray}:test:bulk")
+        bulk.close()
