@@ -26,9 +26,17 @@ from .node_launch import module_command
 POLL = 0.5
 
 
-def stop_owned_server(pid: int | None, directory: str | None, timeout: float = 5.0) -> None:
-    """The driver that owned this server died: stop it and remove its files."""
-    started = process_started(pid)
+def stop_owned_server(
+    pid: int | None, directory: str | None, timeout: float = 5.0, *, started: float | None = None
+) -> None:
+    """The driver that owned this server died: stop it and remove its files.
+    ``started``: the server's start time when its owner last saw it; a
+    process that has its pid now but started otherwise is another (pids are
+    reused: 32,768 of them on many machines) and is left alone."""
+    now = process_started(pid)
+    if started is not None and now != started:
+        now = None  # the server is gone already; its pid names someone else
+    started = now
     if pid is not None and started is not None:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -49,7 +57,7 @@ def guard(owner_pid: int, server_pid: int, directory: str) -> None:
     server = process_started(server_pid)
     while server is not None and process_started(server_pid) == server:
         if owner is None or process_started(owner_pid) != owner:
-            stop_owned_server(server_pid, directory)
+            stop_owned_server(server_pid, directory, started=server)
             return
         time.sleep(POLL)
 

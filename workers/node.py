@@ -175,6 +175,8 @@ class NodeAgent:
         self._pids_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._owner_started = jobs.process_started(config.owner_pid)
+        #: the private server's start time: its pid may name another process later
+        self._server_started = jobs.process_started(config.server_pid)
         self.agent_pid = os.getpid()
 
     # -- registration ------------------------------------------------------------------
@@ -570,7 +572,13 @@ class NodeAgent:
 
     def stop_owned_server(self) -> None:
         """The embedded driver died: take its private server down with us."""
-        server_guard.stop_owned_server(self.config.server_pid, self.config.server_dir)
+        if self.config.server_pid is not None and self._server_started is None:
+            # it was gone before this node started: only its files are left
+            server_guard.stop_owned_server(None, self.config.server_dir)
+            return
+        server_guard.stop_owned_server(
+            self.config.server_pid, self.config.server_dir, started=self._server_started
+        )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True
