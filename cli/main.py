@@ -74,7 +74,7 @@ def worker(
     min_executors: int | None,
     max_executors: int | None,
     min_free_memory: float | None,
-    node_timeout: float | None,
+    node_timeout: float,
     secret_file: str | None,
     node_id: str | None,
 ) -> None:
@@ -91,7 +91,7 @@ def worker(
         min_executors=min_executors,
         max_executors=max_executors,
         min_free_memory=min_free_memory,
-        **({} if node_timeout is None else {"node_timeout": node_timeout}),
+        node_timeout=node_timeout,
     )
     logging.basicConfig(level=logging.WARNING, format="(redray node) %(levelname)s %(message)s")
     try:
@@ -218,7 +218,7 @@ def start(
     min_executors: int | None,
     max_executors: int | None,
     min_free_memory: float | None,
-    node_timeout: float | None,
+    node_timeout: float,
     redis_server: str | None,
     appendonly: bool,
     include_dashboard: bool,
@@ -256,7 +256,7 @@ def start(
         min_executors=min_executors,
         max_executors=max_executors,
         min_free_memory=min_free_memory,
-        **({} if node_timeout is None else {"node_timeout": node_timeout}),
+        node_timeout=node_timeout,
     )
     if head:
         server = HeadServer(

@@ -106,6 +106,7 @@ def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--node-timeout",
             type=click.FloatRange(min=3),
+            default=NODE_TIMEOUT,
             envvar="REDRAY_NODE_TIMEOUT",
             help="Seconds without a heartbeat (on the Redis server's clock) after which this "
             "node declares another node dead and recovers its tasks and actors; longer rides "

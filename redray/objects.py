@@ -104,7 +104,7 @@ class ObjectClient:
         def write() -> None:
             # on the scripts' kept connection: a pooled pipeline cost a small
             # put a third of its time in redis-py's bookkeeping
-            pipe = Batch(self.scripts.lane)
+            pipe = self.scripts.batch()
             pipe.command("HSET", key, "d", fields["d"])
             pipe.command("SADD", job_keys, key)
             pipe.execute()

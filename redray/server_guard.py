@@ -27,17 +27,14 @@ POLL = 0.5
 
 
 def stop_owned_server(
-    pid: int | None, directory: str | None, timeout: float = 5.0, *, started: float | None = None
+    pid: int | None, directory: str | None, started: float | None, timeout: float = 5.0
 ) -> None:
     """The driver that owned this server died: stop it and remove its files.
-    ``started``: the server's start time when its owner last saw it; a
-    process that has its pid now but started otherwise is another (pids are
-    reused: 32,768 of them on many machines) and is left alone."""
-    now = process_started(pid)
-    if started is not None and now != started:
-        now = None  # the server is gone already; its pid names someone else
-    started = now
-    if pid is not None and started is not None:
+    ``started``: the server's start time when its owner's watcher saw it (None:
+    it was gone already). A process that has its pid now but started
+    otherwise is another (pids are reused: 32,768 of them on many machines)
+    and is left alone."""
+    if pid is not None and started is not None and process_started(pid) == started:
         try:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
@@ -57,7 +54,7 @@ def guard(owner_pid: int, server_pid: int, directory: str) -> None:
     server = process_started(server_pid)
     while server is not None and process_started(server_pid) == server:
         if owner is None or process_started(owner_pid) != owner:
-            stop_owned_server(server_pid, directory, started=server)
+            stop_owned_server(server_pid, directory, server)
             return
         time.sleep(POLL)
 

@@ -572,12 +572,8 @@ class NodeAgent:
 
     def stop_owned_server(self) -> None:
         """The embedded driver died: take its private server down with us."""
-        if self.config.server_pid is not None and self._server_started is None:
-            # it was gone before this node started: only its files are left
-            server_guard.stop_owned_server(None, self.config.server_dir)
-            return
         server_guard.stop_owned_server(
-            self.config.server_pid, self.config.server_dir, started=self._server_started
+            self.config.server_pid, self.config.server_dir, self._server_started
         )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
