@@ -351,6 +351,14 @@ def init(
         except BaseException:
             _teardown_local()
             raise
+        if resolved is None and not local_mode:
+            try:
+                # the node imports while the driver connected: both take a while
+                _global.local.wait_node()
+            except BaseException:
+                runtime.close()
+                _teardown_local()
+                raise
         if local_mode:
             totals = local_totals(num_cpus, num_gpus, resources) if resolved is None else None
             local_mode_.start(runtime.node_id or "", totals)

@@ -164,8 +164,26 @@ def _connect(settings: Settings, retry: Retry, socket_timeout: float | None) -> 
         # RESP2 on every redis-py version: raw replies read by Batch have one
         # shape (redis-py 8 defaults to RESP3, older ones to RESP2)
         protocol=2,
+        **_driver_info(),
         **_tls_options(settings),
     )
+
+
+_DRIVER_INFO: dict[str, Any] = {}
+
+
+def _driver_info() -> dict[str, Any]:
+    """The client name and version redis-py sends in CLIENT SETINFO, made
+    once: left to itself it reads them from the package metadata for every
+    client (a scan of sys.path, ~1 ms each)."""
+    if not _DRIVER_INFO:
+        try:
+            from redis.driver_info import DriverInfo  # newer redis-py
+        except ImportError:
+            _DRIVER_INFO["lib_version"] = redis.__version__
+        else:
+            _DRIVER_INFO["driver_info"] = DriverInfo(lib_version=redis.__version__)
+    return _DRIVER_INFO
 
 
 def client(settings: Settings) -> redis.Redis:
@@ -318,20 +336,49 @@ class Batch:
     def execute(self, timeout: float | None = None) -> list[Any]:
         """Send everything and read every reply; ``timeout`` bounds each read
         (seconds; the client's socket timeout by default)."""
+        if not self._commands:
+            return []
+        return self.send().collect(timeout)
+
+    def send(self) -> Sent:
+        """Send everything now and read the replies later (``Sent.collect``),
+        so that the caller works while the server does; the connection stays
+        taken until then."""
         commands, self._commands = self._commands, []
         calls, self._calls = self._calls, []
-        if not commands:
-            return []
         lane = self.lane
         conn = lane.take()
+        try:
+            if commands:
+                conn.send_packed_command(_pack(conn, commands), check_health=False)
+        except BaseException:
+            conn.disconnect()
+            lane.give(conn)
+            raise
+        return Sent(lane, conn, calls)
+
+
+class Sent:
+    """A batch sent and not answered yet: its replies wait on its connection."""
+
+    def __init__(self, lane: Lane, conn: Any, calls: list[Any]) -> None:
+        self._lane = lane
+        self._conn: Any = conn
+        self._calls = calls
+
+    def collect(self, timeout: float | None = None) -> list[Any]:
+        """Read every reply (once); ``timeout`` as in ``Batch.execute``."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            raise RuntimeError("a sent batch's replies were already collected")
+        calls = self._calls
         replies: list[Any] = []
         try:
-            conn.send_packed_command(_pack(conn, commands), check_health=False)
             sock = getattr(conn, "_sock", None)
             if timeout is not None and sock is not None:
                 # once for the whole batch (per read it costs two syscalls each)
                 sock.settimeout(max(timeout, 0.01))
-            for _ in commands:
+            for _ in calls:
                 try:
                     replies.append(conn.read_response())
                 except redis.ResponseError as err:
@@ -342,7 +389,7 @@ class Batch:
             conn.disconnect()
             raise
         finally:
-            lane.give(conn)
+            self._lane.give(conn)
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
                 call = calls[i]

@@ -38,6 +38,9 @@ class LocalCluster:
         #: the dashboard init(include_dashboard=True) started, and its host:port
         self.dashboard: subprocess.Popen[bytes] | None = None
         self.dashboard_url = ""
+        #: what wait_node needs: the started server's settings, how long to wait
+        self._settings: Settings | None = None
+        self._node_timeout = 0.0
 
     @property
     def directory(self) -> str:
@@ -64,7 +67,8 @@ class LocalCluster:
         timeout: float,
         secret: str | None,
     ) -> Settings:
-        """A server and one node agent with these resources, once the node is up."""
+        """A server, up, and one node agent with these resources, starting:
+        ``wait_node`` waits for it (the driver connects meanwhile)."""
         binary = _binary(binary)
         # The node process imports while the server starts: both take ~100 ms.
         # A private server still listens on a port every local user can reach:
@@ -110,7 +114,7 @@ class LocalCluster:
                 },
                 env,
             )
-        self._wait_node(settings, node_id, timeout)
+        self._settings, self._node_timeout = settings, timeout
         return settings
 
     def start_dashboard(self, settings: Settings, host: str, port: int) -> None:
@@ -139,9 +143,12 @@ class LocalCluster:
             )
         self.node_id = config["node_id"]
 
-    def _wait_node(self, settings: Settings, node_id: str, timeout: float) -> None:
+    def wait_node(self) -> None:
+        """Wait until the node ``start`` launched is up."""
+        settings, timeout = self._settings, self._node_timeout
+        assert settings is not None and self.node_id is not None
         try:
-            wait_node_ready(settings, node_id, self.node_process, timeout)
+            wait_node_ready(settings, self.node_id, self.node_process, timeout)
         except NodeStartError as exc:
             if exc.exit_code is not None:
                 raise RuntimeError(

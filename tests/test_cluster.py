@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 import warnings
 
@@ -13,6 +15,7 @@ import pytest
 from conftest import kept_logs, wait_for
 
 import redray
+import redray.local_cluster
 from redray import infeasible
 from redray.constants import Keys
 
@@ -267,3 +270,34 @@ def test_embedded_init_and_shutdown_leave_no_process_port_or_temp_dir(tmp_path, 
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
     assert not os.path.exists(server_dir)
+
+
+def test_an_embedded_node_that_dies_at_start_fails_init_and_leaves_nothing(monkeypatch):
+    monkeypatch.delenv("REDRAY_ADDRESS", raising=False)
+    before = _local_processes()
+
+    def dying_node(config, **kwargs):
+        return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"], **kwargs)
+
+    monkeypatch.setattr(redray.local_cluster, "spawn_node", dying_node)
+    # the driver connects while the node starts; the node's death still fails init
+    with pytest.raises(RuntimeError, match="exited with code 3"):
+        redray.init(num_cpus=1)
+    assert redray.api.session.current_runtime(required=False) is None
+    wait_for(
+        lambda: (
+            not [
+                p
+                for p in _local_processes() - before
+                if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+            ]
+        ),
+        timeout=10,
+        what="the server stopped",
+    )
+    monkeypatch.undo()
+    redray.init(num_cpus=1)  # and the next init starts afresh
+    try:
+        assert redray.get(echo.remote(7)) == 7
+    finally:
+        redray.shutdown()

@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
 import redis
 from conftest import wait_for
 
@@ -53,6 +54,31 @@ def test_a_thread_that_finds_the_lane_busy_takes_a_pooled_connection(
         assert got == [[key.encode(), b"x"]]
     finally:
         redis_client.delete(key)
+        lane.close()
+        client.close()
+
+
+def test_a_sent_batch_holds_the_lane_until_its_replies_are_collected(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    client = connections.client(settings)
+    lane = connections.Lane(client)
+    key = "test:lane:sent"
+    try:
+        pipe = connections.Batch(lane)
+        pipe.command("RPUSH", key, "a")
+        pipe.command("LRANGE", key, 0, -1)
+        sent = pipe.send()
+        assert lane._lock.locked()
+        other = connections.Batch(lane)  # meanwhile another call takes a pooled connection
+        other.command("RPUSH", key + ":other", "b")
+        assert other.execute() == [1]
+        assert sent.collect() == [1, [b"a"]]
+        assert not lane._lock.locked()
+        with pytest.raises(RuntimeError, match="already collected"):
+            sent.collect()
+    finally:
+        redis_client.delete(key, key + ":other")
         lane.close()
         client.close()
 

@@ -46,6 +46,9 @@ class Recorder:
     def calls(self) -> list[int]:
         return list(self.seen)
 
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)
+
 
 def runs(log_dir: Path) -> list[int]:
     out: list[int] = []
@@ -110,14 +113,21 @@ def test_a_resent_actor_call_after_a_lost_reply_runs_the_method_once(
     assert redray.get(recorder.calls.remote(), timeout=30) == [-1, 0, 1, 2, 3, 4]
 
 
-def test_an_actor_reads_back_in_order_the_calls_a_lost_read_delivered(
-    settings, node_factory, connect, proxy_factory
-):
+def recorder_behind_a_proxy(settings, node_factory, connect, proxy_factory, first):
+    """A node whose every connection goes through a fresh proxy, and a
+    Recorder actor on it that has run ``add(first)``."""
     proxy = proxy_factory()
     node_factory(num_cpus=2, settings=settings_via(settings, proxy))
     connect()
     recorder = Recorder.remote()
-    assert redray.get(recorder.add.remote(0), timeout=30) == 0
+    assert redray.get(recorder.add.remote(first), timeout=30) == first
+    return proxy, recorder
+
+
+def test_an_actor_reads_back_in_order_the_calls_a_lost_read_delivered(
+    settings, node_factory, connect, proxy_factory
+):
+    proxy, recorder = recorder_behind_a_proxy(settings, node_factory, connect, proxy_factory, 0)
     # the actor's next read (sent with the result of call 1) delivers calls
     # 2 and 3, and its reply is lost
     proxy.drop_next_reply(b"XREADGROUP")
@@ -127,6 +137,43 @@ def test_an_actor_reads_back_in_order_the_calls_a_lost_read_delivered(
     refs.append(recorder.add.remote(4))
     assert redray.get(refs, timeout=30) == [2, 3, 4]
     assert redray.get(recorder.calls.remote(), timeout=30) == [0, 1, 2, 3, 4]
+
+
+#: what only the read an actor sends ahead (without BLOCK) has: COUNT 64 then STREAMS
+READ_AHEAD = b"$2\r\n64\r\n$7\r\nSTREAMS"
+
+
+def test_an_actor_reads_back_in_order_the_calls_a_lost_read_ahead_delivered(
+    settings, node_factory, connect, proxy_factory
+):
+    proxy, recorder = recorder_behind_a_proxy(settings, node_factory, connect, proxy_factory, -1)
+    # while the actor pauses, 500 calls queue up: its reads come back full,
+    # so it reads ahead; the first such read's reply (and the results
+    # published with it) is lost
+    proxy.drop_next_reply(READ_AHEAD)
+    paused = recorder.pause.remote(1.0)
+    refs = [recorder.add.remote(i) for i in range(500)]
+    assert redray.get(refs, timeout=60) == list(range(500))
+    redray.get(paused, timeout=30)
+    assert proxy.stats.replies_dropped == 1
+    assert redray.get(recorder.calls.remote(), timeout=30) == [-1, *range(500)]
+
+
+def test_actor_calls_run_once_in_order_while_the_actors_reads_lose_replies(
+    settings, node_factory, connect, proxy_factory
+):
+    proxy, recorder = recorder_behind_a_proxy(settings, node_factory, connect, proxy_factory, -1)
+    proxy.drop_replies_randomly(0.1, match=b"XREADGROUP", seed=11)
+    try:
+        refs = []
+        for burst in range(4):
+            refs.append(recorder.pause.remote(0.2))  # the calls behind it queue up
+            refs += [recorder.add.remote(burst * 400 + i) for i in range(400)]
+        assert redray.get(refs, timeout=120)[1:401] == list(range(400))
+    finally:
+        proxy.stop_dropping()
+    assert proxy.stats.replies_dropped > 0
+    assert redray.get(recorder.calls.remote(), timeout=30) == [-1, *range(1600)]
 
 
 # -- connections reset at random --------------------------------------------------------------
@@ -197,11 +244,7 @@ def test_queue_get_with_a_timeout_returns_in_time_on_a_black_holed_network(
 def test_an_actor_whose_mailbox_connection_goes_silent_serves_on(
     settings, node_factory, connect, proxy_factory
 ):
-    proxy = proxy_factory()
-    node_factory(num_cpus=2, settings=settings_via(settings, proxy))
-    connect()
-    recorder = Recorder.remote()
-    assert redray.get(recorder.add.remote(0), timeout=30) == 0
+    proxy, recorder = recorder_behind_a_proxy(settings, node_factory, connect, proxy_factory, 0)
     # every connection the node and its processes hold now goes silent for
     # good; only new connections work
     proxy.silence_current()

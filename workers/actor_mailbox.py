@@ -16,7 +16,7 @@ import redis
 
 from redray import dead_letters, rejections, task_events
 from redray import task_spec as ts
-from redray.connections import BLOCK_MARGIN, TRANSIENT, Batch, blocking_call
+from redray.connections import BLOCK_MARGIN, TRANSIENT, Batch, Sent, blocking_call
 from redray.constants import MAILBOX_GROUP
 from redray.exceptions import RaySystemError
 from redray.scripts import ReturnValue
@@ -100,7 +100,8 @@ class Mailbox:
             raise
         return entries(reply)
 
-    def _read_command(self) -> tuple[Any, ...]:
+    def _read_command(self, block: bool = True) -> tuple[Any, ...]:
+        blocking = ("BLOCK", READ_BLOCK_MS) if block else ()
         return (
             "XREADGROUP",
             "GROUP",
@@ -108,8 +109,7 @@ class Mailbox:
             self.consumer,
             "COUNT",
             READ_COUNT,
-            "BLOCK",
-            READ_BLOCK_MS,
+            *blocking,
             "STREAMS",
             self.key,
             ">",
@@ -194,6 +194,10 @@ class Mailbox:
     def publish_and_read(self, done: list[Done]) -> list[Entry]:
         """Publish ``done`` (as ``publish``) and read the next entries, sent
         together in one round trip (a synchronous actor's way)."""
+        if self.reread:
+            # entries may have been delivered without reaching us: first those
+            self.publish(done)
+            return self.read()
         self.rt.settle()
         output.flush()
         pipe = Batch(self.rt.cluster.single_lane)
@@ -213,6 +217,50 @@ class Mailbox:
                 raise MailboxGone(_GONE) from None
             raise
         return entries(reply)
+
+    def send_ahead(self, done: list[Done]) -> Sent | None:
+        """Send the publish of ``done`` and a read of the next entries that
+        does not block, without waiting for the replies (``collect_ahead``):
+        the actor runs the entries it has while Redis publishes and reads.
+        None, ``done`` published, after a failed read (entries it may have
+        delivered are read first) or a failed send; publish raises
+        Terminate if ``done`` asks the actor to end."""
+        if self.reread:
+            self.publish(done)
+            return None
+        self.rt.settle()
+        output.flush()
+        pipe = Batch(self.rt.cluster.single_lane)
+        if self._queue_publish(pipe, done, events=True):
+            self.publish(done)  # raises Terminate: this batch is never sent
+        pipe.command(*self._read_command(block=False))
+        try:
+            return pipe.send()
+        except TRANSIENT:
+            self._lost_ahead(done)
+            return None
+
+    def collect_ahead(self, sent: Sent, done: list[Done]) -> list[Entry]:
+        """The entries ``send_ahead`` read (``done`` is what it published)."""
+        try:
+            reply = sent.collect()[-1]
+        except TRANSIENT:
+            self._lost_ahead(done)
+            return []
+        except RaySystemError as exc:
+            if _deleted(exc):
+                raise MailboxGone(_GONE) from None
+            raise
+        for item in done:
+            self.running.discard(item.entry_id)
+        return entries(reply)
+
+    def _lost_ahead(self, done: list[Done]) -> None:
+        # the publish is idempotent: done again (its events were sent, or
+        # lost: never twice); the read may have delivered entries we never
+        # saw: they are read back first
+        self.reread = True
+        self.publish(done, first=False)
 
     def _queue_publish(self, pipe: Batch, done: list[Done], events: bool) -> bool:
         """Add each call's publish to ``pipe``: one complete.lua call per entry

@@ -18,7 +18,7 @@ from redray import task_spec as ts
 from . import concurrency_groups as cg
 from .actor_calls import Actor
 from .actor_late_publish import LatePublisher
-from .actor_mailbox import Done, Terminate
+from .actor_mailbox import READ_COUNT, Done, Entry, MailboxGone, Terminate
 
 #: calls a concurrent actor reads ahead of their results, at least
 MAX_IN_FLIGHT = 10_000
@@ -38,18 +38,44 @@ def serve(actor: Actor) -> None:
 
 def serve_in_order(actor: Actor) -> None:
     """One call at a time, in mailbox order; results go out with the next
-    read, or before it if a later call of the same read runs long."""
+    read, or before it if a later call of the same read runs long.
+
+    A read cut short by its COUNT leaves more entries waiting. Then the
+    next read goes out before the calls run, without blocking and together
+    with the publish of the calls before, and its reply is collected after
+    they ran: Redis publishes and reads while the actor works (10k calls:
+    the round trip took 65% of the actor's time)."""
     mailbox = actor.mailbox
     late = LatePublisher(mailbox)
     try:
         entries = mailbox.read()
-        while not actor.ex.stopping:
+        #: the previous read's results, published with the read ahead
+        published: list[Done] = []
+        while True:
+            ahead = None
+            if published or len(entries) >= READ_COUNT:
+                ahead = mailbox.send_ahead(published)
             for entry_id, fields in entries:
                 if actor.terminating:
                     break  # none after __ray_terminate__
                 late.starting()
                 late.finished(actor.execute(entry_id, fields))
             done = late.take()
+            following: list[Entry] = []
+            if ahead is not None:
+                try:
+                    following = mailbox.collect_ahead(ahead, published)
+                except MailboxGone:
+                    mailbox.publish(done)
+                    raise
+            published = []
+            if actor.ex.stopping:
+                if done:
+                    mailbox.publish(done)
+                return
+            if following and not any(d.terminate for d in done):
+                published, entries = done, following
+                continue
             entries = mailbox.publish_and_read(done) if done else mailbox.read()
     finally:
         late.close()
