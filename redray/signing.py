@@ -116,12 +116,41 @@ class Signer:
         outer.update(inner.digest())
         return bytes(outer.digest())
 
+    def _small_tag(self, role: bytes, binding: str, head: bytes, payload: bytes) -> bytes:
+        """``tag(role, binding, (head, payload))`` for a small value in one
+        piece, the case of nearly every spec, call and record: a third of
+        the general way's time (each task pays four)."""
+        assert self._small is not None
+        inner_state, outer_state = self._small
+        inner = inner_state.copy()
+        inner.update(
+            b"".join(
+                (
+                    role,
+                    b"\0",
+                    binding.encode(),
+                    b"\0",
+                    _LEN(len(head)),
+                    head,
+                    _LEN(len(payload)),
+                    payload,
+                )
+            )
+        )
+        outer = outer_state.copy()
+        outer.update(inner.digest())
+        return bytes(outer.digest())
+
     def seal(self, role: bytes, binding: str, payload: bytes, hint: bytes = b"") -> bytes:
         """``payload`` in its envelope (unchanged without a secret)."""
         if self._inner is None:
             return payload
         head = _HINT_LEN(len(hint)) + hint
-        return b"".join((MAGIC, self.tag(role, binding, (head, payload)), head, payload))
+        if type(payload) is bytes and len(payload) < _STREAM:
+            tag = self._small_tag(role, binding, head, payload)
+        else:
+            tag = self.tag(role, binding, (head, payload))
+        return b"".join((MAGIC, tag, head, payload))
 
     def open(self, role: bytes, binding: str, data: bytes | memoryview) -> memoryview:
         """The payload of a sealed value; SignatureError if it fails its check."""
@@ -138,10 +167,14 @@ class Signer:
             raise SignatureError(
                 "it is not signed: it was written by someone without the cluster secret"
             )
-        raw = data if type(data) is bytes else view.tobytes()
-        end = _payload_start(raw)
-        expected = self.tag(role, binding, (raw[_HEAD - 2 : end], raw[end:]))
-        if not hmac.compare_digest(raw[2 : 2 + TAG_LEN], expected):
+        end = _payload_start(view)
+        if len(view) - end < _STREAM:
+            raw = data if type(data) is bytes else view.tobytes()
+            expected = self._small_tag(role, binding, raw[_HEAD - 2 : end], raw[end:])
+        else:
+            # hashed in place: a large value is not copied
+            expected = self.tag(role, binding, (view[_HEAD - 2 : end], view[end:]))
+        if not hmac.compare_digest(view[2 : 2 + TAG_LEN], expected):
             raise SignatureError(
                 "its signature does not match: it was changed in Redis, or signed with "
                 "another secret than this process's REDRAY_SECRET"

@@ -51,6 +51,24 @@ def test_the_tag_is_hmac_sha256_for_small_and_large_values(size, wrap):
     assert signer.tag(b"spec", "t1", (b"hh", wrap(payload))) == expected
 
 
+@pytest.mark.parametrize("size", [0, 300, 65_535, 65_536, 1 << 20])
+@pytest.mark.parametrize("wrap", [bytes, memoryview, bytearray])
+def test_a_sealed_value_carries_its_hmac_sha256_and_opens_from_any_buffer(size, wrap):
+    # seal and open take a shorter way for small values than tag(): the
+    # envelope must carry the same HMAC-SHA256 and open from any buffer
+    signer = Signer("secret", "redray")
+    key = hmac.new(b"secret", b"redray-sign-v1|redray", "sha256").digest()
+    payload = os.urandom(size)
+    head = struct.pack("<H", 4) + b"hint"
+    length = struct.Struct("<Q").pack
+    expected = hmac.new(
+        key, b"spec\0t1\0" + length(len(head)) + head + length(size) + payload, "sha256"
+    ).digest()
+    sealed = signer.seal(SPEC, "t1", payload, b"hint")
+    assert sealed[2:34] == expected
+    assert bytes(signer.open(SPEC, "t1", wrap(sealed))) == payload
+
+
 def test_a_changed_byte_fails_the_check():
     signer = Signer(SECRET, "p")
     sealed = bytearray(signer.seal(SPEC, "t1", b"payload"))

@@ -4,6 +4,8 @@ real server and real worker processes."""
 from __future__ import annotations
 
 import queue as stdlib_queue
+import subprocess
+import sys
 import time
 import uuid
 
@@ -145,6 +147,18 @@ def _pool(n: int) -> tuple[ActorPool, list]:
 
 
 # -- ActorPool --------------------------------------------------------------------------------
+
+
+def test_util_state_and_queue_are_imported_on_first_use():
+    # every node and executor imports redray: these load only when named
+    code = (
+        "import sys, redray\n"
+        "assert 'redray.util.state' not in sys.modules\n"
+        "assert 'redray.util.queue' not in sys.modules\n"
+        "assert callable(redray.util.state.list_tasks)\n"
+        "assert redray.util.queue.Queue.__name__ == 'Queue'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_actor_pool_map_returns_results_in_the_order_of_the_values(cluster):
