@@ -342,9 +342,7 @@ def init(
             if resolved is None and local_mode:
                 settings = _global.local.start_server_only(_redis_server, secret)
             elif resolved is None:
-                settings = _global.local.start(
-                    num_cpus, num_gpus, resources, _redis_server, _node_startup_timeout, secret
-                )
+                settings = _global.local.start(num_cpus, num_gpus, resources, _redis_server, secret)
             else:
                 settings = Settings.from_url(resolved, secret=secret)
             runtime = _connect(settings, job_config.ray_namespace, serializer, grace)
@@ -354,7 +352,7 @@ def init(
         if resolved is None and not local_mode:
             try:
                 # the node imports while the driver connected: both take a while
-                _global.local.wait_node()
+                _global.local.wait_node(settings, _node_startup_timeout)
             except BaseException:
                 runtime.close()
                 _teardown_local()

@@ -20,6 +20,7 @@ network black-holes. So:
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import ssl
@@ -169,21 +170,16 @@ def _connect(settings: Settings, retry: Retry, socket_timeout: float | None) -> 
     )
 
 
-_DRIVER_INFO: dict[str, Any] = {}
-
-
+@functools.cache
 def _driver_info() -> dict[str, Any]:
     """The client name and version redis-py sends in CLIENT SETINFO, made
     once: left to itself it reads them from the package metadata for every
     client (a scan of sys.path, ~1 ms each)."""
-    if not _DRIVER_INFO:
-        try:
-            from redis.driver_info import DriverInfo  # newer redis-py
-        except ImportError:
-            _DRIVER_INFO["lib_version"] = redis.__version__
-        else:
-            _DRIVER_INFO["driver_info"] = DriverInfo(lib_version=redis.__version__)
-    return _DRIVER_INFO
+    try:
+        from redis.driver_info import DriverInfo  # newer redis-py
+    except ImportError:
+        return {"lib_version": redis.__version__}
+    return {"driver_info": DriverInfo(lib_version=redis.__version__)}
 
 
 def client(settings: Settings) -> redis.Redis:

@@ -38,9 +38,6 @@ class LocalCluster:
         #: the dashboard init(include_dashboard=True) started, and its host:port
         self.dashboard: subprocess.Popen[bytes] | None = None
         self.dashboard_url = ""
-        #: what wait_node needs: the started server's settings, how long to wait
-        self._settings: Settings | None = None
-        self._node_timeout = 0.0
 
     @property
     def directory(self) -> str:
@@ -64,7 +61,6 @@ class LocalCluster:
         num_gpus: float | None,
         resources: dict[str, float] | None,
         binary: str | None,
-        timeout: float,
         secret: str | None,
     ) -> Settings:
         """A server, up, and one node agent with these resources, starting:
@@ -114,7 +110,6 @@ class LocalCluster:
                 },
                 env,
             )
-        self._settings, self._node_timeout = settings, timeout
         return settings
 
     def start_dashboard(self, settings: Settings, host: str, port: int) -> None:
@@ -143,10 +138,9 @@ class LocalCluster:
             )
         self.node_id = config["node_id"]
 
-    def wait_node(self) -> None:
-        """Wait until the node ``start`` launched is up."""
-        settings, timeout = self._settings, self._node_timeout
-        assert settings is not None and self.node_id is not None
+    def wait_node(self, settings: Settings, timeout: float) -> None:
+        """Wait until the node ``start`` launched (on ``settings``) is up."""
+        assert self.node_id is not None
         try:
             wait_node_ready(settings, self.node_id, self.node_process, timeout)
         except NodeStartError as exc:

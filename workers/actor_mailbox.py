@@ -198,19 +198,11 @@ class Mailbox:
             # entries may have been delivered without reaching us: first those
             self.publish(done)
             return self.read()
-        self.rt.settle()
-        output.flush()
-        pipe = Batch(self.rt.cluster.single_lane)
-        if self._queue_publish(pipe, done, events=True):
-            self.publish(done)  # raises Terminate: this batch is never sent
-        pipe.command(*self._read_command())
+        pipe = self._publish_with_read(done, block=True)
         try:
             reply = pipe.execute(timeout=READ_BLOCK_MS / 1000 + BLOCK_MARGIN)[-1]
         except TRANSIENT:
-            # the publish is idempotent: done again; the read may have
-            # delivered entries we never saw: they are read back first
-            self.reread = True
-            self.publish(done, first=False)
+            self._lost_read(done)
             return self.read()
         except RaySystemError as exc:
             if _deleted(exc):
@@ -228,16 +220,11 @@ class Mailbox:
         if self.reread:
             self.publish(done)
             return None
-        self.rt.settle()
-        output.flush()
-        pipe = Batch(self.rt.cluster.single_lane)
-        if self._queue_publish(pipe, done, events=True):
-            self.publish(done)  # raises Terminate: this batch is never sent
-        pipe.command(*self._read_command(block=False))
+        pipe = self._publish_with_read(done, block=False)
         try:
             return pipe.send()
         except TRANSIENT:
-            self._lost_ahead(done)
+            self._lost_read(done)
             return None
 
     def collect_ahead(self, sent: Sent, done: list[Done]) -> list[Entry]:
@@ -245,20 +232,30 @@ class Mailbox:
         try:
             reply = sent.collect()[-1]
         except TRANSIENT:
-            self._lost_ahead(done)
+            self._lost_read(done)
             return []
         except RaySystemError as exc:
             if _deleted(exc):
                 raise MailboxGone(_GONE) from None
             raise
-        for item in done:
-            self.running.discard(item.entry_id)
         return entries(reply)
 
-    def _lost_ahead(self, done: list[Done]) -> None:
-        # the publish is idempotent: done again (its events were sent, or
-        # lost: never twice); the read may have delivered entries we never
-        # saw: they are read back first
+    def _publish_with_read(self, done: list[Done], block: bool) -> Batch:
+        """One batch: the publish of ``done`` (with its events), then a read
+        of the next entries; publish raises Terminate if ``done`` asks the
+        actor to end (the batch is never sent)."""
+        self.rt.settle()
+        output.flush()
+        pipe = Batch(self.rt.cluster.single_lane)
+        if self._queue_publish(pipe, done, events=True):
+            self.publish(done)
+        pipe.command(*self._read_command(block))
+        return pipe
+
+    def _lost_read(self, done: list[Done]) -> None:
+        """After a publish-and-read batch failed: the publish is idempotent
+        and done again (its events were sent, or lost: never twice); the read
+        may have delivered entries we never saw: they are read back first."""
         self.reread = True
         self.publish(done, first=False)
 
