@@ -55,6 +55,12 @@ class BulkChannel:
         #: (an upload whose object was freed meanwhile: uploader.py)
         self.abort_if: Callable[[], bool] | None = None
 
+    def check(self) -> None:
+        """Raise Aborted if the write in hand is to be given up (``abort_if``);
+        also asked between the slices of a large record's hashing."""
+        if self.abort_if is not None and self.abort_if():
+            raise Aborted
+
     def close(self) -> None:
         if self._sock is not None:
             try:
@@ -106,8 +112,7 @@ class BulkChannel:
                 self._sock.sendall(b"".join(small))
                 small = []
             for start in range(0, part.nbytes, _SLICE):
-                if self.abort_if is not None and self.abort_if():
-                    raise Aborted
+                self.check()
                 self._sock.sendall(part[start : start + _SLICE])
         if small:
             self._sock.sendall(b"".join(small))

@@ -147,7 +147,9 @@ class ObjectClient:
         """Prepare one result: small ones inline, large ones written to a staging
         key (listed under ``job_id``, this process's job by default).
         Idempotent: the staging key is rewritten from scratch."""
-        fields = encode_record(kind, frames, self.signer, oid)
+        bulk = bulk or self.bulk
+        # an upload whose object is freed stops hashing as it stops sending
+        fields = encode_record(kind, frames, self.signer, oid, bulk.check)
         if "d" in fields:
             return ReturnValue(oid, bytes(fields["d"]))
         key = self.keys.staged(oid, attempt)
@@ -161,7 +163,7 @@ class ObjectClient:
                 pipe.execute()
 
         reset()
-        (bulk or self.bulk).hset(key, fields)
+        bulk.hset(key, fields)
         return ReturnValue(oid, None, attempt)
 
     def error_frames(self, error: BaseException) -> list[Any]:

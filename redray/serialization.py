@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import cloudpickle
@@ -109,11 +109,17 @@ def unpack(data: Frame) -> list[memoryview]:
 
 
 def encode_record(
-    kind: bytes, frames: Sequence[Frame], signer: Signer | None = None, oid: str = ""
+    kind: bytes,
+    frames: Sequence[Frame],
+    signer: Signer | None = None,
+    oid: str = "",
+    check: Callable[[], None] | None = None,
 ) -> dict[str, Frame]:
     """The hash fields that store object ``oid``, signed by ``signer`` (when
     it has a secret) for that object: a small record's ``d`` is sealed whole;
-    a large record's header ``h`` carries the tag over itself and every frame."""
+    a large record's header ``h`` carries the tag over itself and every frame
+    (``check`` is called between slices of that hashing and raises to give
+    it up)."""
     if frames_size(frames) <= INLINE_LIMIT:
         small = kind + pack(frames)
         return {"d": signer.seal(OBJECT, oid, small) if signer is not None else small}
@@ -131,7 +137,7 @@ def encode_record(
     header = kind + struct.pack(
         f"<I{len(pieces_per_frame)}I", len(pieces_per_frame), *pieces_per_frame
     )
-    fields["h"] = seal_header(signer, oid, header, frames) if signer is not None else header
+    fields["h"] = seal_header(signer, oid, header, frames, check) if signer is not None else header
     return fields
 
 

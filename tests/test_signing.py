@@ -67,6 +67,59 @@ def test_a_sealed_value_carries_its_hmac_sha256_and_opens_from_any_buffer(size, 
     assert bytes(signer.open(SPEC, "t1", wrap(sealed))) == payload
 
 
+@pytest.mark.parametrize("wrap", [bytes, memoryview, bytearray])
+def test_a_value_with_a_long_hint_opens_to_its_payload(wrap):
+    # the hint's length is two bytes, little-endian: past 255 both count
+    signer = Signer(SECRET, "p")
+    sealed = signer.seal(SPEC, "t1", b"payload", b"h" * 300)
+    assert bytes(signer.open(SPEC, "t1", wrap(sealed))) == b"payload"
+
+
+@pytest.mark.parametrize("hint", [b"", b"hint", b"h" * 300])
+@pytest.mark.parametrize("wrap", [bytes, memoryview, bytearray])
+def test_a_small_value_is_sealed_and_opened_without_the_general_way(monkeypatch, hint, wrap):
+    # the general way is correct but slow; a slip in the short one (a wrong
+    # length, a wrong offset) would only show as lost speed, so catch it here
+    signer = Signer(SECRET, "p")
+    expected = signer.tag(SPEC, "t1", (struct.pack("<H", len(hint)) + hint, b"payload"))
+
+    def general_way(*args):
+        raise AssertionError("a small value took the general way")
+
+    monkeypatch.setattr(Signer, "tag", general_way)
+    sealed = signer.seal(SPEC, "t1", b"payload", hint)
+    assert sealed[2:34] == expected
+    assert bytes(signer.open(SPEC, "t1", wrap(sealed))) == b"payload"
+
+
+@pytest.mark.parametrize("wrap", [bytes, memoryview, bytearray])
+def test_every_truncation_of_a_sealed_value_fails_the_check(wrap):
+    signer = Signer(SECRET, "p")
+    sealed = signer.seal(SPEC, "t1", b"payload", b"hint")
+    for cut in range(len(sealed)):
+        with pytest.raises(SignatureError):
+            signer.open(SPEC, "t1", wrap(sealed[:cut]))
+
+
+def test_hashing_a_large_value_asks_check_between_slices_and_stops_when_it_raises():
+    signer = Signer("secret", "redray")
+    payload = os.urandom(20 * 1024 * 1024)  # three 8 MiB slices
+    asked: list[int] = []
+    assert signer.tag(b"spec", "t1", (b"hh", payload), lambda: asked.append(1)) == (
+        reference_tag(b"hh", payload)
+    )
+    assert len(asked) == 3
+
+    def give_up() -> None:
+        asked.append(1)
+        if len(asked) > 4:
+            raise InterruptedError
+
+    with pytest.raises(InterruptedError):
+        signer.tag(b"spec", "t1", (b"hh", memoryview(payload)), give_up)
+    assert len(asked) == 5  # the second slice was never hashed
+
+
 def test_a_changed_byte_fails_the_check():
     signer = Signer(SECRET, "p")
     sealed = bytearray(signer.seal(SPEC, "t1", b"payload"))

@@ -141,6 +141,39 @@ def test_a_put_dropped_while_it_uploads_is_given_up_and_leaves_no_key(cluster, r
     assert redray.get(total.remote(again), timeout=30) == 6.0 * MiB
 
 
+def test_a_signed_put_dropped_while_it_is_hashed_stops_hashing_and_leaves_no_key(
+    signed, redis_client, monkeypatch
+):
+    from redray.signing import Signer
+
+    up = current_runtime().uploader
+    asked = up._bulk.abort_if
+    checks: list[bool] = []
+    tag = Signer.tag
+
+    def spy(self, role, binding, parts, check=None):
+        def counted() -> None:
+            checks.append(True)
+            if len(checks) == 2:  # the last ObjectRef goes after the first slice
+                up.drop(up._current)
+            check()
+
+        return tag(self, role, binding, parts, counted if check else None)
+
+    monkeypatch.setattr(Signer, "tag", spy)
+    oid = redray.put(np.ones(8 * MiB)).hex()  # 64 MiB: eight slices to hash
+    assert up.wait_idle(timeout=30)
+    assert len(checks) == 2  # given up before the second slice was hashed
+    assert up._bulk._sock is None  # and nothing was sent
+    keys = Keys()
+    assert not any(
+        redis_client.exists(k) for k in (keys.obj(oid), keys.done(oid), keys.staged(oid, "u"))
+    )
+    up._bulk.abort_if = asked
+    again = redray.put(np.full(2 * MiB, 3.0))  # the next upload is hashed and sent whole
+    assert redray.get(total.remote(again), timeout=30) == 6.0 * MiB
+
+
 def test_a_bulk_write_given_up_stores_nothing_and_the_channel_recovers(settings, redis_client):
     from redray.bulk import Aborted, BulkChannel
 
