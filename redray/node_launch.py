@@ -30,7 +30,9 @@ CONFIG_FROM_STDIN = "-"
 
 #: ``module_command``'s program: import redray from its file, then run the
 #: module named by argv[1] as ``-m`` does (the working directory first on
-#: ``sys.path``, for the driver's modules; ``sys.argv`` as ``-m`` sets it)
+#: ``sys.path``, for the driver's modules; ``sys.argv`` as ``-m`` sets it).
+#: With ``defer`` the package's ``__init__`` (the public API) is left for
+#: :func:`finish_package_import`: the module's own imports come first.
 _PINNED_MAIN = """\
 import importlib.util, os, runpy, sys
 if sys.path[:1] == [""]:
@@ -39,24 +41,37 @@ spec = importlib.util.spec_from_file_location(
     "redray", {origin!r}, submodule_search_locations={path!r}
 )
 package = sys.modules["redray"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(package)
+if {defer!r}:
+    package._finish_import = lambda: spec.loader.exec_module(package)
+else:
+    spec.loader.exec_module(package)
 runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
 """
 
 
-def module_command(module: str, *args: str) -> list[str]:
+def module_command(module: str, *args: str, defer_package: bool = False) -> list[str]:
     """The command line that runs redray's ``module`` (``redray.workers.node``)
     in a new process as ``python -m`` would, but with the redray package this
     process imported. Plain ``-m`` puts the working directory first on
     ``sys.path``, so from a directory holding a ``redray/`` folder the child
-    would import that folder instead (another version, or not redray at all)."""
+    would import that folder instead (another version, or not redray at all).
+    ``defer_package``: the module calls :func:`finish_package_import` before
+    anything uses ``redray``'s public API (a node: after it said it is up)."""
     spec = redray.__spec__
     origin = spec.origin if spec is not None else None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if origin is None or not locations or not os.path.isfile(origin):
         return [sys.executable, "-m", module, *args]  # not from plain files (a zip): as it is
-    code = _PINNED_MAIN.format(origin=origin, path=locations)
+    code = _PINNED_MAIN.format(origin=origin, path=locations, defer=defer_package)
     return [sys.executable, "-c", code, module, *args]
+
+
+def finish_package_import() -> None:
+    """Run the redray package's ``__init__`` if ``module_command`` deferred
+    it; nothing otherwise (``python -m``, or done already)."""
+    finish = vars(redray).pop("_finish_import", None)
+    if finish is not None:
+        finish()
 
 
 def spawn_node(
@@ -69,7 +84,7 @@ def spawn_node(
     """Start a node agent in a session of its own; its configuration is
     written to its stdin, which is then closed."""
     proc = subprocess.Popen(
-        module_command("redray.workers.node", CONFIG_FROM_STDIN),
+        module_command("redray.workers.node", CONFIG_FROM_STDIN, defer_package=True),
         env=env,
         stdin=subprocess.PIPE,
         stdout=stdout,

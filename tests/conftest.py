@@ -166,7 +166,23 @@ def start_node(
         # as init() and `redray start` do: the configuration on stdin
         proc = spawn_node(node_config, env=full_env)
     wait_node_ready(settings, node_id, proc, timeout)  # NodeStartError (a RuntimeError) if not
+    cpus = num_cpus if num_cpus is not None else os.cpu_count() or 1
+    client = settings.client()
+    try:
+        executors = (config or {}).get("min_executors") or max(1, int(cpus))
+        wait_executors_listed(client, Keys(settings.prefix), node_id, executors, timeout)
+    finally:
+        client.close()
     return Node(proc, node_id, settings, env or {})
+
+
+def wait_executors_listed(
+    client: redis.Redis, keys: Keys, node_id: str, count: int, timeout: float = 30
+) -> None:
+    """A node says it is up before it forks its executors; a test that takes
+    a baseline of the cluster's keys waits for the executors to be listed too."""
+    key = keys.node_workers(node_id)
+    wait_for(lambda: len(client.smembers(key)) >= count, timeout, "the node's executors")
 
 
 @pytest.fixture

@@ -37,7 +37,14 @@ import netns_driver as drv
 import psutil
 import pytest
 import redis
-from conftest import TESTS_DIR, assert_back_to_baseline, cluster_keys, wait_for, wait_gone
+from conftest import (
+    TESTS_DIR,
+    assert_back_to_baseline,
+    cluster_keys,
+    wait_executors_listed,
+    wait_for,
+    wait_gone,
+)
 from conftest import worker_env as base_env
 
 import redray
@@ -180,6 +187,7 @@ def run_scenario(lab: netns.Lab, tmp_path: Path) -> None:
                 log=tmp_path / f"node-{role}.log",
             )
             on_view(wait_node_ready, settings, node_id, proc, 90)
+            on_view(wait_executors_listed, client, keys, node_id, int(CPUS))
             return proc, node_id
 
         # -- host A's node first: the actor is created while it is the only one

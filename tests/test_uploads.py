@@ -3,6 +3,8 @@ the background. Against a real server and real nodes."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import redis
@@ -45,6 +47,71 @@ def test_task_submitted_right_after_put_waits_for_the_upload(cluster):
     refs = [redray.put(np.full(3 * MiB, float(i))) for i in range(4)]
     sums = redray.get([total.remote(r) for r in refs], timeout=60)
     assert sums == [float(i) * 3 * MiB for i in range(4)]
+
+
+@redray.remote
+def total_of_first(arrays: list) -> float:
+    return float(redray.get(arrays[0]).sum())
+
+
+@redray.remote
+class Summer:
+    def total(self, a) -> float:
+        return float(a.sum())
+
+
+@pytest.fixture
+def long_upload_delay(monkeypatch):
+    """Uploads wait a minute unless something expedites them: a test that
+    needs an upload and gets it in time proves that something did."""
+    monkeypatch.setattr("redray.uploader.DELAY", 60.0)
+
+
+def test_a_put_waits_before_its_upload_and_one_dropped_meanwhile_is_never_sent(
+    cluster, redis_client, long_upload_delay
+):
+    up = current_runtime().uploader
+    sent: list[str] = []
+    publish = up._publish
+    up._publish = lambda oid, *rest: (sent.append(oid), publish(oid, *rest))[1]
+    try:
+        ref = redray.put(np.zeros(4 * MiB))
+        oid = ref.hex()
+        time.sleep(0.5)
+        assert sent == [] and oid in up.local  # waiting: read here from the local copy
+        del ref
+        redray.put(np.zeros(4 * MiB))  # a large put frees what was dropped first
+        assert oid not in up.local
+        assert up.wait_idle(timeout=30)
+    finally:
+        up._publish = publish
+    assert oid not in sent
+    assert not redis_client.exists(Keys().obj(oid)) and not redis_client.exists(
+        Keys().staged(oid, "u")
+    )
+
+
+def test_a_put_a_task_takes_is_uploaded_at_once(cluster, long_upload_delay):
+    ref = redray.put(np.full(2 * MiB, 2.0))
+    assert redray.get(total.remote(ref), timeout=30) == 4.0 * MiB
+
+
+def test_a_put_nested_in_an_argument_is_uploaded_at_once(cluster, long_upload_delay):
+    ref = redray.put(np.full(2 * MiB, 3.0))
+    assert redray.get(total_of_first.remote([ref]), timeout=30) == 6.0 * MiB
+
+
+def test_a_put_an_actor_call_takes_is_uploaded_at_once(cluster, long_upload_delay):
+    summer = Summer.remote()
+    redray.get(summer.total.remote(np.ones(1)), timeout=30)  # the actor is up
+    ref = redray.put(np.full(2 * MiB, 5.0))
+    assert redray.get(summer.total.remote(ref), timeout=30) == 10.0 * MiB
+
+
+def test_waiting_for_the_uploads_sends_them_at_once(cluster, redis_client, long_upload_delay):
+    ref = redray.put(np.zeros(2 * MiB))
+    assert current_runtime().uploader.wait_idle(timeout=30)
+    assert redis_client.exists(Keys().obj(ref.hex()))
 
 
 def test_uploaded_object_exists_in_redis(cluster, redis_client):

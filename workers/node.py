@@ -38,13 +38,12 @@ from redray.cluster import Cluster
 from redray.connections import TRANSIENT, BudgetRetry, blocking_call
 from redray.constants import Keys
 from redray.identity import node_ip
-from redray.node_launch import read_config
+from redray.node_launch import finish_package_import, read_config
 from redray.resources import node_totals
 from redray.settings import Settings
 
 from . import runtime_env_cache
 from . import slots as sl
-from .executor import executor_main
 from .memory import CHECK_INTERVAL, MemoryMonitor, floor_bytes, format_bytes
 
 log = logging.getLogger("redray.node")
@@ -233,6 +232,8 @@ class NodeAgent:
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _exit_with_parent(self.agent_pid)
+                from .executor import executor_main  # imported by start()
+
                 executor_main(self.settings, self.node_id, worker_id, self.totals, self.slots, slot)
             except BaseException:  # noqa: BLE001
                 log.exception("executor crashed")
@@ -386,16 +387,26 @@ class NodeAgent:
                 self.stop_owned_server()
 
     def start(self) -> None:
-        """Register, start the executors and the threads, and say the node is up."""
+        """Register, say the node is up, start the executors and the threads."""
         self.register()
         # short of memory already: no executor may claim before it knows
         self.memory.check_machine()
-        for _ in range(self.min_executors):
-            self.spawn()
         with self.client.pipeline(transaction=False) as pipe:
             pipe.rpush(self.keys.node_ready(self.node_id), "1")
             pipe.expire(self.keys.node_ready(self.node_id), UP_TTL)
             pipe.execute()
+        # What executors run (the executor and redray's public API, which
+        # tasks use) is imported here, once, and shared by every fork: about
+        # a third of the node's start, which init() no longer waits for, as
+        # Ray's init does not wait for its workers. Tasks submitted meanwhile
+        # wait in their queues for the first executor.
+        finish_package_import()
+        from . import executor  # noqa: F401
+
+        if self.stopping:
+            return  # stopped while it imported (init() then shutdown() at once)
+        for _ in range(self.min_executors):
+            self.spawn()
         for target, name in (
             (self._heartbeat_loop, "redray-heartbeat"),
             (self._control_loop, "redray-control"),
