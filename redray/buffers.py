@@ -11,6 +11,14 @@ One thread copies (and faults in) at most some 7 GB/s on the machines this was
 measured on: a copy of at least ``PARALLEL`` bytes is split among up to
 ``COPY_THREADS`` threads, each ``memmove`` run without the GIL (2 threads: 24
 to 11 ms for 100 MB), as Ray's object store copies large buffers.
+
+Even with huge pages, faulting in and zeroing a fresh buffer is half of a
+100 MB copy (12 ms fresh, 6 ms into pages already mapped). So the last
+``KEEP`` copies' buffers (each at most ``KEEP_MAX`` bytes) are kept, and a
+new copy of the same size reuses one that nothing else refers to any more:
+no view, array or export of the old object is left (each would hold a
+reference to the buffer). This is what an object store's preallocated memory
+does; it holds at most ``KEEP * KEEP_MAX`` bytes after the objects are gone.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import sys
 import threading
+from collections import deque
 from typing import Any
 
 #: Buffers at least this large are backed by huge pages when possible.
@@ -44,11 +54,54 @@ def frozen_copy(data: bytes | bytearray | memoryview | mmap.mmap) -> memoryview:
     view = memoryview(data).cast("B")
     if view.nbytes < HUGE:
         return memoryview(bytes(view))
-    buf = allocate(view.nbytes)
+    buf = _reusable(view.nbytes) or allocate(view.nbytes)
     with memoryview(buf) as target:
         if view.nbytes < PARALLEL or _threads() < 2 or not _parallel_copy(target, view):
             target[:] = view
+    if isinstance(buf, mmap.mmap) and view.nbytes <= KEEP_MAX and _FREE_REFS:
+        with _kept_lock:
+            _kept.append(buf)
     return memoryview(buf).toreadonly()
+
+
+#: How many recent copies' buffers are kept for reuse, and the largest kept.
+KEEP = 2
+KEEP_MAX = 256 * 1024 * 1024
+_kept: deque[mmap.mmap] = deque(maxlen=KEEP)
+_kept_lock = threading.Lock()
+
+
+def _counts(kept: deque[mmap.mmap]) -> list[int]:
+    """``sys.getrefcount`` of each kept buffer, always taken this one way."""
+    return [sys.getrefcount(buf) for buf in kept]
+
+
+def _refs_when_free() -> int:
+    """What ``_counts`` says of a buffer nothing else refers to (0: it
+    cannot tell, as where reference counts do not count: never reuse)."""
+    probe: deque[mmap.mmap] = deque([mmap.mmap(-1, mmap.PAGESIZE)])
+    try:
+        [free] = _counts(probe)
+        with memoryview(probe[0]):
+            [held] = _counts(probe)
+        return free if held > free else 0
+    finally:
+        probe[0].close()
+
+
+def _reusable(size: int) -> mmap.mmap | None:
+    """A kept buffer of ``size`` bytes that nothing but this module holds;
+    free buffers of other sizes are let go (kept, they would only hold memory)."""
+    with _kept_lock:
+        counts = _counts(_kept)  # first: every reference taken below adds one
+        free = [buf for buf, count in zip(_kept, counts) if count == _FREE_REFS]
+        found = next((buf for buf in free if len(buf) == size), None)
+        for buf in free:
+            _kept.remove(buf)
+        return found
+
+
+_FREE_REFS = _refs_when_free()
 
 
 #: Copies at least this large are split among threads.

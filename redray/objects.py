@@ -73,6 +73,8 @@ class ObjectClient:
         self.large_owned: set[str] = set()
         #: large put objects on their way to Redis
         self.uploader = Uploader(settings, self._upload, self.cache_large, self._unlink)
+        # a pickled ObjectRef may be on its way to another process
+        refs.on_escape = lambda oid: self.uploader.expedite((oid,))
 
     def close(self) -> None:
         self.uploader.stop()

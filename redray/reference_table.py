@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .serialization import KIND_ERROR
@@ -49,6 +49,8 @@ class ReferenceTable:
         self.calls: dict[str, str] = {}
         #: streaming generator tasks whose items may still arrive
         self.streams: set[str] = set()
+        #: told each time an ObjectRef is pickled (it may leave this process)
+        self.on_escape: Callable[[str], None] | None = None
 
     def task_ended(self, task_id: str) -> None:
         """A notice said the task is done: its arguments and bookkeeping go."""
@@ -105,6 +107,8 @@ class ReferenceTable:
         with self._lock:
             if oid in self.owned:
                 self.escaped.add(oid)
+        if self.on_escape is not None:
+            self.on_escape(oid)
 
     def own(self, oids: Iterable[str], ready: bool = False) -> None:
         with self._lock:

@@ -257,6 +257,7 @@ class Runtime:
         self.inbox_check()
         if self.current_task is not None:
             self.children.append(task_id)
+        self.objects.uploader.expedite(deps)  # a put the task takes: no upload delay
         self.submitter.enqueue("task", task_id, spec, shape, deps, holds, returns)
 
     def submit_actor_call(
@@ -270,6 +271,8 @@ class Runtime:
         """Queue an actor method call; it reaches the mailbox in submission order."""
         self.inbox_check()
         self.refs.calls[task_id] = actor_id
+        if holds:
+            self.objects.uploader.expedite([ref.hex() for ref in holds])
         self.submitter.enqueue("call", task_id, spec, actor_id, (), holds, returns)
 
     def inbox_check(self) -> None:

@@ -9,14 +9,20 @@ wait for it, exactly as a task's large result is published. Until then
 ``get`` in this process reads the local copy (read-only, no copy); a task
 that takes the object as an argument simply waits for it like for any input.
 
-An upload that has not started when the object's last ObjectRef goes is
-dropped; one in flight is given up between two slices of its write (the
-connection is closed, so the server stores nothing) or, if it has been sent,
-freed once it lands. (A loop of ``ray.get(ray.put(x))`` on 100 MB arrays
-otherwise sent every array to Redis in full, to delete it at once: the
-sending took the CPU the next copy needed.) While Redis is unreachable the
-upload is retried; a record Redis refuses (``maxmemory``) is replaced by an
-``ObjectStoreFullError``, so readers elsewhere get that error.
+An upload starts ``DELAY`` seconds after its ``put``, or at once when the
+object leaves this process first: a task or actor call takes it as an
+argument, a value holding its ObjectRef is pickled (a nested argument, a
+result, another put), or a task's results are about to be published
+(``wait_idle``). An object whose last ObjectRef goes before its upload
+started is never sent; one in flight is given up between two slices of its
+hashing or its write (the connection is closed, so the server stores
+nothing) or, if it has been sent, freed once it lands. (A loop of
+``ray.get(ray.put(x))`` on 100 MB arrays otherwise sent every array to Redis,
+to delete it at once: the sending took the CPU the next copy needed. Ray's
+put, likewise, leaves the object in the local store until someone needs it.)
+While Redis is unreachable the upload is retried; a record Redis refuses
+(``maxmemory``) is replaced by an ``ObjectStoreFullError``, so readers
+elsewhere get that error.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import redis
 
@@ -41,6 +47,11 @@ ATTEMPT = "u"
 #: (object id, job id, record, bulk channel): stage and publish one object
 Publish = Callable[[str, str, Held, BulkChannel], None]
 
+#: Seconds an upload waits for its object to be dropped or to leave this
+#: process. Anything that hands the object to another process without one
+#: of the triggers above only waits this long for it.
+DELAY = 0.05
+
 
 class Uploader:
     def __init__(
@@ -55,7 +66,9 @@ class Uploader:
         self._unlink = unlink
         #: copies not in Redis yet, by object id (read by ``get`` in this process)
         self.local: dict[str, Held] = {}
-        self._queue: OrderedDict[str, tuple[str, Held]] = OrderedDict()
+        #: uploads not started, in the order they start: (job id, record, due
+        #: time on this process's monotonic clock; 0 when expedited)
+        self._queue: OrderedDict[str, tuple[str, Held, float]] = OrderedDict()
         self._current: str | None = None
         self._free_after: set[str] = set()
         self._cond = threading.Condition()
@@ -73,11 +86,26 @@ class Uploader:
     def submit(self, oid: str, job_id: str, held: Held) -> None:
         with self._cond:
             self.local[oid] = held
-            self._queue[oid] = (job_id, held)
+            self._queue[oid] = (job_id, held, time.monotonic() + DELAY)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="redray-upload", daemon=True)
                 self._thread.start()
             self._cond.notify()
+
+    def expedite(self, oids: Iterable[str]) -> None:
+        """These objects leave this process: upload them now, not after ``DELAY``."""
+        if not self._queue:
+            return  # the common case, read without the lock: nothing waits
+        with self._cond:
+            moved = False
+            for oid in oids:
+                entry = self._queue.get(oid)
+                if entry is not None and entry[2]:
+                    self._queue[oid] = (entry[0], entry[1], 0.0)
+                    self._queue.move_to_end(oid, last=False)
+                    moved = True
+            if moved:
+                self._cond.notify()
 
     def drop(self, oid: str) -> None:
         """The object's last ObjectRef is gone: skip or undo its upload."""
@@ -87,7 +115,9 @@ class Uploader:
                 self._free_after.add(oid)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every submitted upload landed; False on timeout."""
+        """Upload everything submitted now and block until it landed; False
+        on timeout."""
+        self.expedite(list(self._queue))
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._queue or self._current is not None:
@@ -112,11 +142,18 @@ class Uploader:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopped:
-                    self._cond.wait()
+                while not self._stopped:
+                    if not self._queue:
+                        self._cond.wait()
+                        continue
+                    oid, (job_id, held, due) = next(iter(self._queue.items()))
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
                 if self._stopped:
                     return
-                oid, (job_id, held) = self._queue.popitem(last=False)
+                del self._queue[oid]
                 self._current = oid
             try:
                 self._upload(oid, job_id, held)

@@ -68,3 +68,65 @@ def test_allocate_gives_zeroed_writable_buffers():
         assert bytes(view[-8:]) == b"\0" * 8
         view[0] = 1
         view.release()
+
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def allocations(monkeypatch):
+    """The buffers ``frozen_copy`` allocates afresh (not reused), counted;
+    nothing kept from earlier tests."""
+    monkeypatch.setattr(buffers, "_kept", type(buffers._kept)(maxlen=buffers.KEEP))
+    made: list[int] = []
+    allocate = buffers.allocate
+
+    def counted(size: int):
+        made.append(size)
+        return allocate(size)
+
+    monkeypatch.setattr(buffers, "allocate", counted)
+    return made
+
+
+def test_a_copy_made_after_the_last_one_was_freed_reuses_its_buffer(allocations):
+    first = buffers.frozen_copy(np.ones(MiB))
+    del first
+    second = buffers.frozen_copy(np.full(MiB, 2.0))
+    assert allocations == [8 * MiB]
+    assert np.array_equal(np.frombuffer(second), np.full(MiB, 2.0))
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [
+        lambda view: np.frombuffer(view),  # the array get() returns
+        lambda view: view[10:20],  # a slice of the object's view
+        lambda view: memoryview(view.obj),  # another view of the buffer
+    ],
+)
+def test_a_buffer_still_in_use_is_never_reused(allocations, keep):
+    first = buffers.frozen_copy(np.ones(MiB))
+    kept = keep(first)
+    before = bytes(kept)
+    del first
+    second = buffers.frozen_copy(np.full(MiB, 2.0))
+    assert len(allocations) == 2
+    assert bytes(kept) == before  # the old object's bytes are untouched
+    assert np.array_equal(np.frombuffer(second), np.full(MiB, 2.0))
+
+
+def test_a_free_buffer_of_another_size_is_let_go(allocations):
+    first = buffers.frozen_copy(np.ones(MiB))
+    del first
+    second = buffers.frozen_copy(np.ones(2 * MiB))
+    assert allocations == [8 * MiB, 16 * MiB]
+    assert [len(buf) for buf in buffers._kept] == [16 * MiB]  # the 8 MiB one went
+    del second
+
+
+def test_a_copy_larger_than_keep_max_is_not_kept(allocations, monkeypatch):
+    monkeypatch.setattr(buffers, "KEEP_MAX", 4 * MiB)
+    copy = buffers.frozen_copy(np.ones(MiB))  # 8 MiB
+    assert len(buffers._kept) == 0
+    del copy
