@@ -45,7 +45,9 @@ class Cancels:
                 except Exception:  # noqa: BLE001 - it is being replaced
                     pass
             try:
-                control = self.rt.cluster.single.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                # as Any: redis-py types pubsub() from 8.2 on, not before
+                single: Any = self.rt.cluster.single
+                control = single.pubsub(ignore_subscribe_messages=True)
                 control.subscribe(self.keys.actor_channel(self.actor_id))
                 self.control = control
             except TRANSIENT:
