@@ -165,15 +165,22 @@ def start_node(
     else:
         # as init() and `redray start` do: the configuration on stdin
         proc = spawn_node(node_config, env=full_env)
-    wait_node_ready(settings, node_id, proc, timeout)  # NodeStartError (a RuntimeError) if not
-    cpus = num_cpus if num_cpus is not None else os.cpu_count() or 1
-    client = settings.client()
+    node = Node(proc, node_id, settings, env or {})
     try:
+        wait_node_ready(settings, node_id, proc, timeout)  # NodeStartError (a RuntimeError)
+        cpus = num_cpus if num_cpus is not None else os.cpu_count() or 1
         executors = (config or {}).get("min_executors") or max(1, int(cpus))
-        wait_executors_listed(client, Keys(settings.prefix), node_id, executors, timeout)
-    finally:
-        client.close()
-    return Node(proc, node_id, settings, env or {})
+        client = settings.client()
+        try:
+            wait_executors_listed(client, Keys(settings.prefix), node_id, executors, timeout)
+        finally:
+            client.close()
+    except BaseException:
+        # not handed to the test, so nobody else would stop it (nor its executors)
+        node.kill()
+        proc.wait(10)
+        raise
+    return node
 
 
 def wait_executors_listed(
