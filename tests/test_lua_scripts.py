@@ -419,6 +419,22 @@ def test_claim_reserves_units(scripts: Scripts, redis_client, keys) -> None:
     assert ready_members(redis_client, keys) == []
 
 
+def test_claim_reports_the_free_cpu_left_after_it(scripts: Scripts, redis_client, keys) -> None:
+    add_node(redis_client, keys, "n1", cpus=3)
+    submit_one(scripts, "t1", CPU2)
+    got = claim(scripts, "n1", [CPU2])
+    assert got is not None and got.free_cpu == 10_000
+
+
+def test_claim_of_a_shape_without_cpu_reports_the_node_free_cpu(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    add_node(redis_client, keys, "n1", cpus=3, accel=20_000)
+    submit_one(scripts, "t1", "accel=15000")
+    got = claim(scripts, "n1", ["accel=15000"])
+    assert got is not None and got.free_cpu == 30_000
+
+
 def test_claim_records_the_claimant(scripts: Scripts, redis_client, keys) -> None:
     add_node(redis_client, keys, "n1", cpus=3)
     submit_one(scripts, "t1", CPU2)
@@ -799,6 +815,7 @@ def test_complete_with_claim_next_releases_and_claims_the_next_task_in_one_call(
     reply = complete_and_claim(scripts, "t1", [ReturnValue("t1r1", b"v")])
     # t2 fits only on the CPU that t1 gave back in the same call
     assert reply == (1, Claimed("t2", b"spec-t2", CPU1 + ";"), [])
+    assert reply[1] is not None and reply[1].free_cpu == 0
     assert record(redis_client, keys, "n1", "t1") is None
     assert record(redis_client, keys, "n1", "t2") == "w1 " + CPU1 + "; 0"
     assert state(redis_client, keys, "t2") == "Rn1 w1"
@@ -1035,6 +1052,15 @@ def test_complete_drops_results_when_job_is_gone(scripts: Scripts, redis_client,
     # the node's resources come back all the same
     assert avail(redis_client, keys, "n1") == {"CPU": 20_000}
     assert state(redis_client, keys, "t1") is None
+
+
+def test_complete_for_a_gone_job_clears_the_claim_record(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    claimed_task(scripts, redis_client, keys)
+    redis_client.hdel(keys.jobs, JOB)
+    assert complete_and_claim(scripts, "t1", [ReturnValue("t1r1", b"v")]) == (0, None, [])
+    assert claim_record(redis_client, keys, "w1") is None
 
 
 def test_complete_renames_staged_result_into_place(scripts: Scripts, redis_client, keys) -> None:

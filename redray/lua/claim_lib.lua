@@ -159,8 +159,12 @@ local function claim_next(k, node, worker, cap, held, shapes, fresh)
       gpu_part = table.concat(parts, ',')
     end
   end
+  -- the node's free CPU after the claim, which the reply carries: HINCRBY
+  -- returns it (a shape without CPU reads it)
+  local free_cpu = nil
   for _, pair in ipairs(best_need) do
-    redis.call('HINCRBY', k.avail, pair[1], -pair[2])
+    local left = redis.call('HINCRBY', k.avail, pair[1], -pair[2])
+    if pair[1] == 'CPU' then free_cpu = left end
   end
 
   if held ~= best_index then
@@ -174,5 +178,5 @@ local function claim_next(k, node, worker, cap, held, shapes, fresh)
   redis.call('HSET', k.state, tid, 'R' .. node .. ' ' .. worker)
   redis.call('SET', k.claim, tid)
   return {tid, redis.call('HGET', k.spec, tid) or '', reservation,
-    tonumber(redis.call('HGET', k.avail, 'CPU') or '0')}
+    free_cpu or tonumber(redis.call('HGET', k.avail, 'CPU') or '0')}
 end

@@ -69,9 +69,12 @@ local keys_base = 19 + B
 local staged_base = keys_base + 3 * N
 
 local claim_fresh = false
+-- the claim record names this task: it is cleared (by finish) once done
+local clear_claim = false
 
 local function finish(stored, missed)
   local out = {stored, '', '', '', 0}
+  local claimed = nil
   if final and ARGV[7] == '1' then
     local shapes, bells = {}, {}
     for b = 1, B do
@@ -82,9 +85,11 @@ local function finish(stored, missed)
       ready = KEYS[4], spec = KEYS[1], state = KEYS[2], avail = KEYS[6], gpus = KEYS[7],
       running = KEYS[8], deadletters = KEYS[18], claim = KEYS[14], bells = bells,
     }
-    local claimed = claim_next(k, ARGV[10], ARGV[11], ARGV[12], 0, shapes, claim_fresh)
+    claimed = claim_next(k, ARGV[10], ARGV[11], ARGV[12], 0, shapes, claim_fresh)
     if claimed then out = {stored, claimed[1], claimed[2], claimed[3], claimed[4]} end
   end
+  -- a claim of the next task overwrote the record: only clear it otherwise
+  if clear_claim and not claimed then redis.call('DEL', KEYS[14]) end
   for _, shape in ipairs(missed) do out[#out + 1] = shape end
   return out
 end
@@ -113,10 +118,10 @@ if final then
     end
   end
   local held_claim = redis.call('GET', KEYS[14])
-  if held_claim == tid then redis.call('DEL', KEYS[14]) end
-  -- no claim record left: the next claim need not look for one (a record
-  -- naming another task is the claim of an earlier run of this call)
-  claim_fresh = held_claim == tid or held_claim == false
+  clear_claim = held_claim == tid
+  -- no claim record but this task's: the next claim need not look for one (a
+  -- record naming another task is the claim of an earlier run of this call)
+  claim_fresh = clear_claim or held_claim == false
   redis.call('HDEL', KEYS[1], tid)
   redis.call('HDEL', KEYS[2], tid)
   redis.call('SREM', KEYS[10], tid)
@@ -199,14 +204,16 @@ for r = 1, N do
     stored = 1
     redis.call('SADD', KEYS[11], okey)
     local borrowers = 0
-    for _, w in ipairs(redis.call('SMEMBERS', wkey)) do
+    local waiters = redis.call('SMEMBERS', wkey)
+    for _, w in ipairs(waiters) do
       if string.sub(w, 1, 1) == '@' then
         borrowers = borrowers + 1
       else
         arrived(w, oid)
       end
     end
-    redis.call('DEL', wkey)
+    -- (an empty set is no key: nothing to delete, and most objects have none)
+    if #waiters > 0 then redis.call('DEL', wkey) end
     if borrowers > 0 then
       for _ = 1, borrowers do redis.call('RPUSH', dkey, '1') end
       redis.call('SADD', KEYS[11], dkey)
