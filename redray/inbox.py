@@ -8,9 +8,14 @@ blocking reads (BLPOP), never polling, in slices of at most ``BLOCK_SLICE``.
 Notices are hints, the object keys are the truth (architecture.md, 12.3): a
 pop whose reply was lost loses the notice, so after any failed or timed-out
 read, and after a slice that brought nothing, a waiter re-checks the objects
-it waits for. One thread reads the inbox at a time; the others wait on a
-condition every applied notice signals, so concurrent waiters of one process
-never consume each other's notices.
+it waits for. A failed read may have taken the notices of objects nobody
+waits for yet, so the first re-check after one covers every owned object
+still pending. A wait that runs out of time first (``wait(timeout=1)`` in a
+loop: each call one short slice) re-checks on its way out when a read failed
+since, or when this process has not asked Redis for ``BLOCK_SLICE`` s. One
+thread reads the inbox at a time; the others wait on a condition every
+applied notice signals, so concurrent waiters of one process never consume
+each other's notices.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ log = logging.getLogger(__name__)
 COMBINED_BLOCK = 0.05
 #: Notices taken per LPOP when draining.
 DRAIN_BATCH = 1000
+#: Objects no wait asks for that a re-check past a deadline (bounded by
+#: ``BLOCK_MARGIN``) asks about after a failed read; more wait for a re-check
+#: with time to spare.
+LATE_RESYNC_MAX = 2000
 #: Pushed into a process's own inbox to wake a reader blocked in BLPOP.
 WAKE_MARKER = b"!"
 
@@ -100,6 +109,12 @@ class Inbox:
         #: borrowed objects whose done lists the current reader watches
         self._reading: set[str] = set()
         self._unreachable_since: float | None = None
+        #: failed reads so far (a pop whose reply was lost took its notices
+        #: with it), and how many of them the last full re-check came after
+        self._losses = 0
+        self._resynced = 0
+        #: when a re-check last reached Redis
+        self._rechecked_at = time.monotonic()
 
     # -- notices -----------------------------------------------------------------------
     def handle(self, raw: bytes) -> str | None:
@@ -167,6 +182,9 @@ class Inbox:
         with self._reader:
             try:
                 self._drain_locked()
+            except TRANSIENT:
+                self._losses += 1
+                raise
             finally:
                 self._notify()
 
@@ -180,6 +198,7 @@ class Inbox:
             self._drain_locked()
         except TRANSIENT:
             # a lost pop reply may have taken notices of dropped refs with it
+            self._losses += 1
             self._recheck_dropped()
         finally:
             self._reader.release()
@@ -230,7 +249,11 @@ class Inbox:
             # no time to block: apply the notices already waiting instead
             self.submitter.flush()
             self._quietly(self.drain)
-            return {o for o in wanted if self._ready(o)}
+            ready = {o for o in wanted if self._ready(o)}
+            if len(ready) < num_needed:
+                self._recheck_late([o for o in wanted if o not in ready])
+                ready = {o for o in wanted if self._ready(o)}
+            return ready
         borrowed = [o for o in wanted if o not in ready and not self.refs.is_owned(o)]
         # With only owned objects to wait for, pending submissions travel in the
         # same round trip as the first BLPOP (the synchronous-task fast path).
@@ -275,6 +298,9 @@ class Inbox:
                     ready.update(found)
                     progress_at = time.monotonic()
                 self.check_job()
+            if len(ready) < num_needed and missing:
+                self._recheck_late(list(missing))
+                ready.update(o for o in missing if self._ready(o))
         finally:
             if blocked and self.on_unblock is not None:
                 self.on_unblock()
@@ -351,6 +377,7 @@ class Inbox:
 
     def _outage(self, exc: BaseException) -> None:
         """A read failed: back off a little; past the outage budget, raise."""
+        self._losses += 1
         now = time.monotonic()
         if self._unreachable_since is None:
             self._unreachable_since = now
@@ -359,29 +386,63 @@ class Inbox:
             raise connection_error(self.settings, exc) from exc
         time.sleep(0.05)
 
-    def _recheck(self, missing: list[str], deadline: float | None) -> None:
-        """The notices for ``missing`` may be lost: ask Redis whether they exist."""
+    def _recheck_late(self, missing: list[str]) -> None:
+        """A wait ran out of time with ``missing`` not found: re-check them
+        anyway (within ``BLOCK_MARGIN``) when a read failed since the last full
+        re-check, or when no re-check reached Redis for ``BLOCK_SLICE`` s; so
+        a caller that polls with short timeouts still finds an object whose
+        notice was lost. Borrowed objects are left to the next wait, whose
+        subscription finds them. Not while the last read failed: a connection
+        to make (a server restarting, a black-holed network) could take longer
+        than the caller's timeout allows; the first wait after it re-checks."""
+        if self._unreachable_since is not None:
+            return
+        due = self._losses != self._resynced
+        if due or time.monotonic() - self._rechecked_at >= BLOCK_SLICE:
+            self._recheck(missing, None, late=True)
+
+    def _recheck(self, missing: list[str], deadline: float | None, *, late: bool = False) -> None:
+        """The notices for ``missing`` may be lost: ask Redis whether they
+        exist (``late``: past the wait's deadline, owned objects only, within
+        ``BLOCK_MARGIN``). After a failed read, every pending owned object."""
         if not missing and not self.watch_job:
             return
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             return
+        losses = self._losses
+        resync = losses != self._resynced
         owned = [o for o in missing if self.refs.is_owned(o)]
-        borrowed = [o for o in missing if not self.refs.is_owned(o)]
+        borrowed = [] if late else [o for o in missing if not self.refs.is_owned(o)]
         # plain tasks whose spec may be gone without a result (dropped as
         # unreadable or forged): asked only once every submission is applied
         sending = self.submitter.has_pending() or self.submitter.flush_lock.locked()
         tasks = [] if sending else self._plain_tasks(owned)
+        dropped: list[str] = []
+        if resync:
+            # a lost pop may have taken notices of objects nobody waits for
+            # now, or of dropped ones (freed once they exist); a late re-check
+            # asks about a bounded number, and leaves the rest to the next
+            extra = list(self.refs.pending_owned().difference(owned))
+            dropped = list(self.refs.free_when_ready)
+            if late and len(extra) + len(dropped) > LATE_RESYNC_MAX:
+                resync = False
+                extra, dropped = extra[:LATE_RESYNC_MAX], dropped[:LATE_RESYNC_MAX]
+            owned.extend(extra)
         pipe = Batch(self.client)
         for oid in owned:
             pipe.command("EXISTS", self.keys.obj(oid))
         for tid in tasks:
             pipe.command("HEXISTS", self.keys.task_spec, tid)
+        for oid in dropped:
+            pipe.command("EXISTS", self.keys.obj(oid))
         if self.watch_job:
             pipe.command("HEXISTS", self.keys.jobs, self.identity.job_id)
         try:
             replies = pipe.execute(
-                timeout=None
+                timeout=BLOCK_MARGIN
+                if late
+                else None
                 if left is None
                 else min(left + BLOCK_MARGIN, self.settings.socket_timeout)
             )
@@ -399,6 +460,9 @@ class Inbox:
                 found.add(ids.task_of(oid))
                 self.refs.mark_ready(oid, None)
                 self.refs.task_ended(ids.task_of(oid))
+        for oid, there in zip(dropped, replies[len(owned) + len(tasks) :]):
+            if there:
+                self.refs.mark_ready(oid, None)
         for tid, queued in zip(tasks, replies[len(owned) :]):
             if not queued and tid not in found and self.on_rejected is not None:
                 self.on_rejected(
@@ -409,6 +473,9 @@ class Inbox:
         if self.watch_job and not replies[-1]:
             self.job_reaped()
         self._unreachable_since = None
+        self._rechecked_at = time.monotonic()
+        if resync:
+            self._resynced = losses
         self._notify()
 
     def _plain_tasks(self, owned: list[str]) -> list[str]:

@@ -139,6 +139,11 @@ class ReferenceTable:
         with self._lock:
             return sorted(o for o in self.owned if o.startswith(task_id) and o not in self.ready)
 
+    def pending_owned(self) -> set[str]:
+        """Owned objects not known to exist yet (their notices still due)."""
+        with self._lock:
+            return self.owned - self.ready
+
     def is_error(self, oid: str) -> bool:
         """Whether the object is known to hold an error (its notice carried it)."""
         held = self.held.get(oid)

@@ -262,6 +262,7 @@ class Scripts:
         returns: Sequence[ReturnValue],
         pipe: Batch | None = None,
         final: bool = True,
+        run: bool = False,
         worker_id: str = "",
         claim_next: bool = False,
         bells: Sequence[str] = (),
@@ -271,7 +272,9 @@ class Scripts:
     ) -> Any:
         """Publish results, and with ``claim_next`` claim the executor's next
         task from the shapes of ``bells``; the reply is parsed by
-        ``parse_complete``. Idempotent."""
+        ``parse_complete``. Idempotent. ``run``: an executor's run of a
+        queued task publishes, whose values are stored only while the task
+        has not finished (complete.lua, ARGV[6])."""
         k = self.keys
         node = node_id or "-"
         keys = [*self._complete_keys(job_id, owner, node, worker_id, actor_id)]
@@ -282,7 +285,7 @@ class Scripts:
             len(bells),
             len(returns),
             -1 if owner == NO_OWNER else self.NOTICE_LIMIT,
-            "f" if final else "y",
+            ("F" if final else "Y") if run else ("f" if final else "y"),
             "1" if claim_next else "0",
             entry_id,
             MAILBOX_GROUP,

@@ -999,6 +999,49 @@ def test_complete_pushes_notice_to_owner_inbox(scripts: Scripts, redis_client, k
     assert redis_client.hget(keys.obj("t1r2"), "d") == large
 
 
+def test_a_runs_publish_after_its_task_finished_stores_nothing_and_tells_no_one(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    claimed_task(scripts, redis_client, keys)
+    assert complete(scripts, "t1", [ReturnValue("t1r1", b"v")], node="n1", run=True) == 1
+    assert redis_client.lpop(keys.inbox(OWNER)) == b"ot1r1\0v"
+    redis_client.delete(keys.obj("t1r1"))  # the owner got it and freed it
+    # a superseded run of t1 (or the same publish re-sent) arrives late
+    assert complete(scripts, "t1", [ReturnValue("t1r1", b"w")], node="n1", run=True) == 0
+    assert redis_client.exists(keys.obj("t1r1")) == 0
+    assert redis_client.llen(keys.inbox(OWNER)) == 0
+
+
+def test_a_runs_late_publish_drops_its_staged_value(scripts: Scripts, redis_client, keys) -> None:
+    claimed_task(scripts, redis_client, keys)
+    complete(scripts, "t1", [ReturnValue("t1r1", b"v")], node="n1", run=True)
+    redis_client.delete(keys.obj("t1r1"))  # freed by its owner
+    staged = keys.staged("t1r1", "a2")
+    redis_client.hset(staged, "h", b"header")
+    late = [ReturnValue("t1r1", None, staged_attempt="a2")]
+    assert complete(scripts, "t1", late, node="n1", run=True) == 0
+    assert redis_client.exists(staged) == 0
+    assert redis_client.exists(keys.obj("t1r1")) == 0
+
+
+def test_a_runs_partial_publish_after_its_task_finished_stores_nothing(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    claimed_task(scripts, redis_client, keys)
+    complete(scripts, "t1", [ReturnValue("t1r1", b"v")], node="n1", run=True)
+    late = [ReturnValue("t1r2", b"item")]
+    assert complete(scripts, "t1", late, node="n1", run=True, final=False) == 0
+    assert redis_client.exists(keys.obj("t1r2")) == 0
+
+
+def test_a_publish_not_from_a_run_is_stored_for_a_task_with_no_state(
+    scripts: Scripts, redis_client, keys
+) -> None:
+    # a driver failing a task whose spec is gone, an actor call: not guarded
+    assert complete(scripts, "t9", [ReturnValue("t9r1", b"err")]) == 1
+    assert redis_client.exists(keys.obj("t9r1")) == 1
+
+
 def test_complete_of_many_returns_pushes_notices_in_chunks(
     scripts: Scripts, redis_client, keys
 ) -> None:

@@ -85,6 +85,78 @@ def test_a_lost_reply_to_a_notice_pop_does_not_hang_get(
     assert redis_client.llen(inbox) == 0
 
 
+def _get_polling(ref: redray.ObjectRef, tries: int) -> object:
+    """``get(ref, timeout=1)`` until it returns, as a user's polling loop does."""
+    for _ in range(tries):
+        try:
+            return redray.get(ref, timeout=1)
+        except GetTimeoutError:
+            continue
+    raise AssertionError(f"get(timeout=1) still timed out after {tries} tries")
+
+
+def test_a_lost_notice_is_found_by_a_caller_polling_get_with_a_short_timeout(
+    settings, node_factory, driver_proxy, redis_client
+):
+    node_factory(num_cpus=2)
+    ref = sleep_then.remote(0.2, 3)
+    redray.get(sleep_then.remote(0, 0), timeout=30)
+    inbox = Keys().inbox(redray.get_runtime_context().get_worker_id())
+    wait_for(lambda: redis_client.llen(inbox) > 0, what="the notice in the inbox")
+    # the pop takes the notice and its reply is lost, and so is the reply to
+    # the re-check that follows (as when Redis restarts): each later call is
+    # one quiet slice that ends at its deadline, and must still re-check
+    driver_proxy.drop_next_reply(b"BLPOP")
+    driver_proxy.drop_next_reply(b"EXISTS")
+    assert _get_polling(ref, tries=3) == 3
+    assert driver_proxy.stats.replies_dropped == 2
+    assert redis_client.llen(inbox) == 0
+
+
+def test_a_notice_lost_in_the_pop_of_another_wait_is_found_by_the_next_get(
+    settings, node_factory, driver_proxy, redis_client
+):
+    node_factory(num_cpus=2)
+    first, second = sleep_then.remote(0, 1), sleep_then.remote(0, 2)
+    inbox = Keys().inbox(redray.get_runtime_context().get_worker_id())
+    wait_for(lambda: redis_client.llen(inbox) == 2, what="both notices in the inbox")
+    # a wait for the second pops the first's notice, and the reply is lost
+    driver_proxy.drop_next_reply(b"BLPOP")
+    assert redray.get(second, timeout=30) == 2
+    assert driver_proxy.stats.replies_dropped == 1
+    # nobody waited for the first: the re-check after the lost read covered it
+    assert redray.get(first, timeout=1) == 1
+
+
+def _task_whose_notice_vanished(redis_client) -> redray.ObjectRef:
+    ref = sleep_then.remote(0, 5)
+    inbox = Keys().inbox(redray.get_runtime_context().get_worker_id())
+    wait_for(lambda: redis_client.llen(inbox) == 1, what="the notice in the inbox")
+    assert redis_client.lpop(inbox)  # gone without any failed read
+    return ref
+
+
+def test_a_vanished_notice_is_found_by_get_calls_with_short_timeouts(
+    settings, node_factory, driver_proxy, redis_client
+):
+    node_factory(num_cpus=2)
+    ref = _task_whose_notice_vanished(redis_client)
+    # each call re-checks on its way out once none did for a slice (5 s)
+    assert _get_polling(ref, tries=12) == 5
+
+
+def test_a_vanished_notice_is_found_by_wait_calls_with_no_timeout(
+    settings, node_factory, driver_proxy, redis_client
+):
+    node_factory(num_cpus=2)
+    ref = _task_whose_notice_vanished(redis_client)
+    deadline = time.monotonic() + 30
+    while not redray.wait([ref], timeout=0)[0]:
+        assert time.monotonic() < deadline, "wait(timeout=0) never found the object"
+        time.sleep(0.1)
+    assert redray.get(ref, timeout=0) == 5
+
+
 def test_a_resent_submission_after_a_lost_reply_runs_each_task_once(
     settings, node_factory, driver_proxy, tmp_path
 ):

@@ -343,6 +343,7 @@ class Executor:
             "node_id": self.node_id,
             "worker_id": self.worker_id,
             "bells": self.shapes,
+            "run": True,
         }
 
     def _finish(

@@ -172,6 +172,7 @@ class TaskCall:
             node_id=self.host.node_id,
             returns=[ret],
             final=False,
+            run=True,
             retry=True,
         )
 

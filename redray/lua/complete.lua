@@ -39,7 +39,12 @@
 --          -1 when there is no owner to tell (no notice is pushed)
 -- ARGV[6]  'f' the task is finished, 'y' only these values are published (a
 --          streaming generator's item, or a part of many return values): the
---          task keeps its reservation and records
+--          task keeps its reservation and records; 'F' and 'Y' the same
+--          from an executor's run of a queued task, whose values are stored
+--          only while the task is live (it has a task_state entry): a run
+--          that was superseded (its node taken for dead, the task run again)
+--          or a publish re-sent after a lost reply, arriving once the task
+--          finished, would re-create values the owner may have freed since
 -- ARGV[7]  '1': claim the executor's next task now, from the shapes of the
 --          bells (the node's wake list is then not told about the freed
 --          resources: the claim takes them)
@@ -63,7 +68,9 @@ local tid, jid = ARGV[1], ARGV[2]
 local B = tonumber(ARGV[3])
 local N = tonumber(ARGV[4])
 local notice_limit = tonumber(ARGV[5])
-local final = ARGV[6] ~= 'y'
+local final = ARGV[6] ~= 'y' and ARGV[6] ~= 'Y'
+-- (read before the final part below deletes the task's state)
+local settled = (ARGV[6] == 'F' or ARGV[6] == 'Y') and redis.call('HEXISTS', KEYS[2], tid) == 0
 local argv_base = 12 + B
 local keys_base = 19 + B
 local staged_base = keys_base + 3 * N
@@ -189,7 +196,7 @@ local notices = {}
 for r = 1, N do
   local oid, mode, data = ARGV[argv_base + 3 * r - 2], ARGV[argv_base + 3 * r - 1], ARGV[argv_base + 3 * r]
   local okey, wkey, dkey = KEYS[keys_base + 3 * r - 2], KEYS[keys_base + 3 * r - 1], KEYS[keys_base + 3 * r]
-  local fresh = redis.call('EXISTS', okey) == 0
+  local fresh = not settled and redis.call('EXISTS', okey) == 0
   if mode == 's' then
     staged = staged + 1
     if fresh then
@@ -226,7 +233,7 @@ for r = 1, N do
   end
 end
 -- (a task-done notice may repeat when this runs twice: it only frees argument refs)
-if N == 0 and final then notices[1] = 't' .. tid .. '\0' end
+if N == 0 and final and not settled then notices[1] = 't' .. tid .. '\0' end
 if #notices > 0 and notice_limit >= 0 and redis.call('EXISTS', KEYS[19]) == 1 then
   -- in chunks: unpack() of many thousands of values fails in Lua
   for at = 1, #notices, 1000 do
