@@ -167,7 +167,10 @@ class Inbox:
         returns the objects they made ready."""
         out: list[str] = []
         while True:
-            batch: Any = self.single.lpop(self.key, DRAIN_BATCH)
+            # on the blocking reads' kept connection (the reader lock is held),
+            # bounded as they are: a silent network fails it in BLOCK_MARGIN,
+            # not the client's socket timeout (wait(timeout=0) drains first)
+            batch: Any = blocking_call(self.lane, 0, "LPOP", self.key, DRAIN_BATCH)
             if not batch:
                 return out
             for raw in batch:
@@ -184,6 +187,8 @@ class Inbox:
                 self._drain_locked()
             except TRANSIENT:
                 self._losses += 1
+                if self._unreachable_since is None:
+                    self._unreachable_since = time.monotonic()
                 raise
             finally:
                 self._notify()

@@ -276,22 +276,43 @@ def test_connection_resets_never_reach_user_code_and_nothing_runs_twice(
 # -- black holes: every blocking call is bounded --------------------------------------------
 
 
-def test_get_with_a_timeout_returns_in_time_on_a_black_holed_network(
-    settings, node_factory, driver_proxy
-):
+def _black_holed_while_a_task_runs(node_factory, driver_proxy) -> redray.ObjectRef:
     node_factory(num_cpus=2)
     slow = sleep_then.remote(30, 1)
     redray.get(sleep_then.remote(0, 0), timeout=30)  # submitted
     driver_proxy.silence_current()
     driver_proxy.blackhole()
+    return slow
+
+
+def _heal_and_go_on(driver_proxy, slow: redray.ObjectRef) -> None:
+    driver_proxy.heal()
+    assert redray.get(sleep_then.remote(0, 5), timeout=30) == 5
+    redray.cancel(slow, force=True)
+
+
+def test_get_with_a_timeout_returns_in_time_on_a_black_holed_network(
+    settings, node_factory, driver_proxy
+):
+    slow = _black_holed_while_a_task_runs(node_factory, driver_proxy)
     started = time.monotonic()
     with pytest.raises(GetTimeoutError):
         redray.get(slow, timeout=3)
     # bounded by the timeout, not blocked for good (the slack is for a noisy machine)
     assert time.monotonic() - started < 3 + 10
-    driver_proxy.heal()
-    assert redray.get(sleep_then.remote(0, 5), timeout=30) == 5
-    redray.cancel(slow, force=True)
+    _heal_and_go_on(driver_proxy, slow)
+
+
+def test_wait_with_no_timeout_returns_in_time_on_a_black_holed_network(
+    settings, node_factory, driver_proxy
+):
+    slow = _black_holed_while_a_task_runs(node_factory, driver_proxy)
+    started = time.monotonic()
+    assert redray.wait([slow], timeout=0) == ([], [slow])
+    # its drain of the inbox gives up after the blocking reads' margin, not
+    # after the client's 10 s socket timeout (the slack is for a noisy machine)
+    assert time.monotonic() - started < 6
+    _heal_and_go_on(driver_proxy, slow)
 
 
 def test_queue_get_with_a_timeout_returns_in_time_on_a_black_holed_network(
