@@ -482,15 +482,14 @@ def print_table(results: list[dict[str, Any]], target: float, top: int) -> None:
     print("-" * len(header))
     for r in results:
         b, s = r["batch"], r["sync"]
-        net = net_per_task
-        met = net(b) <= target and (s is None or net(s) <= target)
+        met = net_per_task(b) <= target and (s is None or net_per_task(s) <= target)
         sync_cols = (
-            f"{s['tasks_per_s']:12.1f} {net(s):12.2f} {s['commands_per_task']:9.2f}"
+            f"{s['tasks_per_s']:12.1f} {net_per_task(s):12.2f} {s['commands_per_task']:9.2f}"
             if s is not None
             else f"{'-':>12} {'-':>12} {'-':>9}"
         )
         print(
-            f"{r['executors']:>9}  {b['tasks_per_s']:13.1f} {net(b):12.2f} "
+            f"{r['executors']:>9}  {b['tasks_per_s']:13.1f} {net_per_task(b):12.2f} "
             f"{b['commands_per_task']:9.2f}  {sync_cols}  {'yes' if met else 'NO'}"
         )
     print(

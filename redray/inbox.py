@@ -186,9 +186,7 @@ class Inbox:
             try:
                 self._drain_locked()
             except TRANSIENT:
-                self._losses += 1
-                if self._unreachable_since is None:
-                    self._unreachable_since = time.monotonic()
+                self._read_failed()
                 raise
             finally:
                 self._notify()
@@ -380,13 +378,20 @@ class Inbox:
             self._reader.release()
             self._notify()
 
-    def _outage(self, exc: BaseException) -> None:
-        """A read failed: back off a little; past the outage budget, raise."""
+    def _read_failed(self) -> float:
+        """Count a failed read (it may have taken notices with it) and start
+        the outage clock; returns now."""
         self._losses += 1
         now = time.monotonic()
         if self._unreachable_since is None:
             self._unreachable_since = now
-        elif now - self._unreachable_since > self.settings.outage_budget:
+        return now
+
+    def _outage(self, exc: BaseException) -> None:
+        """A read failed: back off a little; past the outage budget, raise."""
+        since = self._unreachable_since
+        now = self._read_failed()
+        if since is not None and now - since > self.settings.outage_budget:
             self._unreachable_since = None
             raise connection_error(self.settings, exc) from exc
         time.sleep(0.05)
